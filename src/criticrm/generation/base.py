@@ -1,0 +1,80 @@
+"""One interface for every critique-generation engine (Hugging Face `generate`, OpenAI-compatible servers).
+
+A backend receives judge conversations (chat messages) and returns, for each, N sampled replies;
+and, for (conversation, critique body) pairs, the probability-weighted score the model gives after
+the forced score prefix. Both backends render the conversation with the same chat template, so a
+server and a local model see exactly the same prompt tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from criticrm.prompts.scores import strip_score_line
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class SamplingConfig:
+    """How critiques are sampled."""
+
+    num_critiques: int = field(default=4, metadata={"help": "critiques sampled per response (N)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature (0 = greedy)"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold"})
+    max_new_tokens: int = field(default=128, metadata={"help": "longest critique, in tokens"})
+    seed: int = field(default=0, metadata={"help": "random seed (each batch derives its own from it)"})
+
+    def __post_init__(self):
+        if self.num_critiques < 1:
+            raise ValueError(f"num_critiques must be at least 1, got {self.num_critiques}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise ValueError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1")
+
+
+@dataclass(frozen=True)
+class ProbabilityScore:
+    score: float  # probability-weighted mean over 1..10
+    mass: float  # probability the model put on any valid score (low = it wanted to write something else)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (the model ended its turn) or "length" (max_new_tokens reached)
+    probability: ProbabilityScore | None = None
+
+
+class Generator(Protocol):
+    backend: str
+    model_name: str
+
+    def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig,
+                 score_prefix: str | None = None) -> list[list[Completion]]:
+        """N completions (sampling.num_critiques) for each conversation, in input order.
+
+        With `score_prefix`, each completion also carries its probability score: the score
+        distribution after the completion's body (its written score line removed), a newline and
+        the prefix. Doing both in one call lets a backend reuse the prompt's KV cache.
+        """
+        ...
+
+
+def score_continuation(completion_text: str, score_prefix: str) -> str:
+    """The assistant text after which the score is read: the critique body, then the prefix on its own line."""
+    body = strip_score_line(completion_text)
+    return f"{body}\n{score_prefix}" if body else score_prefix
+
+
+def batch_seed(seed: int, first_key: str) -> int:
+    """A per-batch seed that depends only on the configured seed and the batch content.
+
+    Resumed runs therefore sample each batch the same way an uninterrupted run with the same batches would.
+    """
+    import zlib
+
+    return (seed * 1_000_003 + zlib.crc32(first_key.encode("utf-8"))) % (2**31 - 1)

