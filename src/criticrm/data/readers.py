@@ -89,7 +89,7 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict[str
     """Yield (location, row) for every row of `source`, or (location, Problem) for an unreadable one."""
     path = Path(source)
     if path.is_dir():
-        yield from _iter_dataset_rows(_load_disk_dataset(path, split), f"{source} row")
+        yield from _iter_dataset_rows(_load_disk_dataset(path, split), f"{source}, row")
     elif path.is_file():
         suffix = path.suffix.lower()
         readers = {".jsonl": _iter_jsonl, ".ndjson": _iter_jsonl, ".json": _iter_json,
@@ -99,7 +99,7 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict[str
                 f"unsupported file type {suffix!r}; expected .jsonl, .json, .csv, .parquet or a dataset folder")], 0)
         yield from readers[suffix](path)
     elif _looks_like_hub_name(source):
-        yield from _iter_dataset_rows(_load_hub_dataset(source, split), f"{source}[{split}] row")
+        yield from _iter_dataset_rows(_load_hub_dataset(source, split), f"{source}[{split}], row")
     else:
         raise DataValidationError(source, [Problem(source, None, "no such file or folder")], 0)
 
@@ -109,9 +109,9 @@ def _iter_jsonl(path: Path):
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            location = f"{path}:{number}"
+            location = f"{path}, line {number}"
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as error:
                 yield location, Problem(location, None, f"invalid JSON ({error.msg} at column {error.colno})")
                 continue
@@ -123,7 +123,7 @@ def _iter_json(path: Path):
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        location = f"{path}:{error.lineno}"
+        location = f"{path}, line {error.lineno}"
         yield location, Problem(location, None, f"invalid JSON ({error.msg} at column {error.colno})")
         return
     if isinstance(document, dict):
@@ -136,7 +136,7 @@ def _iter_json(path: Path):
         yield str(path), Problem(str(path), None, f"expected a list of objects, got {type(document).__name__}")
         return
     for index, row in enumerate(document):
-        location = f"{path} item {index}"
+        location = f"{path}, item {index}"
         yield location, row if isinstance(row, dict) else Problem(
             location, None, f"expected a JSON object, got {type(row).__name__}")
 
@@ -146,7 +146,7 @@ def _iter_csv(path: Path):
         reader = csv.DictReader(handle)
         line = reader.line_num
         for row in reader:
-            yield f"{path}:{line + 1}", {k: _maybe_json_messages(v) for k, v in row.items() if k is not None}
+            yield f"{path}, line {line + 1}", {k: _maybe_json_messages(v) for k, v in row.items() if k is not None}
             line = reader.line_num
 
 
@@ -169,7 +169,7 @@ def _iter_parquet(path: Path):
         yield str(path), Problem(str(path), None, f"cannot read Parquet: {error}")
         return
     for index, row in enumerate(table.to_pylist()):
-        yield f"{path} row {index}", row
+        yield f"{path}, row {index}", row
 
 
 def _iter_dataset_rows(dataset, prefix: str):

@@ -75,12 +75,9 @@ class StageRunner:
                 self.log(f"[{name}] finished earlier with the same settings: skipped (--force redoes it)")
                 return done["result"]
             reason = "--force" if self.force else "its settings (or an earlier stage's) changed"
-            stale = out_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-            out_dir.rename(stale)
-            self.log(f"[{name}] redoing it ({reason}); the previous output is kept in {stale}")
+            self.log(f"[{name}] redoing it ({reason}); the previous output is kept in {_move_aside(out_dir)}")
         elif self.force and out_dir.exists():
-            stale = out_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-            out_dir.rename(stale)
+            _move_aside(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "settings.json").write_text(json.dumps(settings, indent=2, default=str))
         self.log(f"[{name}] running")
@@ -91,3 +88,14 @@ class StageRunner:
                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
         self.log(f"[{name}] done in {seconds} s")
         return result
+
+
+def _move_aside(out_dir: Path) -> Path:
+    """Rename a stage folder to `<name>.old-<time>[-k]` so that redoing a stage never deletes work."""
+    base = out_dir.with_name(f"{out_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    target, counter = base, 0
+    while target.exists():
+        counter += 1
+        target = base.with_name(f"{base.name}-{counter}")
+    out_dir.rename(target)
+    return target

@@ -1,0 +1,103 @@
+"""Start a llama.cpp server (llama-cpp-python's `llama_cpp.server`) for the OpenAI-compatible backend.
+
+Used by the tests and the benchmarks to serve a GGUF file on loopback. The server is started with
+`--logits_all true`: without it llama-cpp-python refuses `logprobs`, which the probability score
+needs (the price: logits are kept for every prompt position, ~n_ctx x vocab floats of memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+
+def llamacpp_available() -> str | None:
+    """None when llama-cpp-python's server can be started here, else the reason it cannot."""
+    try:
+        import llama_cpp.server.app  # noqa: F401 - the import is the check (it needs fastapi, uvicorn, ...)
+    except Exception as error:  # ImportError, or a shared library that fails to load
+        return (f"llama-cpp-python's server is not importable ({type(error).__name__}: {error}); "
+                f"install it with: pip install 'llama-cpp-python[server]'")
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def llamacpp_server(model_path: str | Path, host: str = "127.0.0.1", port: int | None = None, n_ctx: int = 4096,
+                    threads: int | None = None, startup_timeout: float = 120, logits_all: bool = True,
+                    extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """Serve `model_path` with `python -m llama_cpp.server`; yields the base URL (`http://host:port`).
+
+    Waits until `GET /v1/models` answers; raises RuntimeError with the end of the server's log when
+    it exits or does not answer within `startup_timeout` seconds. On exit the server is terminated
+    (killed if it does not stop within 10 s).
+    """
+    reason = llamacpp_available()
+    if reason:
+        raise RuntimeError(reason)
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    port = port or free_port(host)
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host,
+               "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", str(logits_all).lower()]
+    if threads:
+        command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    command += list(extra_args)
+    base_url = f"http://{host}:{port}"
+    with tempfile.TemporaryFile(mode="w+b", prefix="llamacpp-server-") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            _wait_until_ready(process, base_url, startup_timeout, log)
+            yield base_url
+        finally:
+            _stop(process)
+
+
+def _wait_until_ready(process: subprocess.Popen, base_url: str, timeout: float, log) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited with code {process.returncode} during start-up:\n"
+                                   f"{_tail(log)}")
+            try:
+                if client.get(f"{base_url}/v1/models").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama.cpp server did not answer {base_url}/v1/models within {timeout:.0f} s:\n"
+                                   f"{_tail(log)}")
+            time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(log, chars: int = 3000) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read().decode("utf-8", errors="replace")[-chars:]

@@ -1,0 +1,68 @@
+"""Config precedence (defaults < YAML < flags), clear config errors, and the stage runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from criticrm.cli import build_parser
+from criticrm.cli.critique import SECTIONS
+from criticrm.cli.options import resolve
+from criticrm.data.readers import DataConfig
+from criticrm.errors import ConfigError
+from criticrm.generation.base import SamplingConfig
+from criticrm.pipeline.critique import CritiqueConfig
+from criticrm.pipeline.runner import StageRunner
+
+
+def parse(argv):
+    return resolve(build_parser().parse_args(["critique", "--out", "o", *argv]), SECTIONS)
+
+
+def test_defaults_yaml_then_flags(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {data: a.jsonl, limit: 5}\ncritique: {num_critiques: 2, temperature: 1, few_shot: false}\n")
+    built = parse(["--config", str(config), "--num-critiques", "3", "--skip-invalid"])
+    assert built[DataConfig].data == "a.jsonl" and built[DataConfig].limit == 5 and built[DataConfig].skip_invalid
+    assert built[SamplingConfig].num_critiques == 3  # the flag wins
+    assert built[SamplingConfig].temperature == 1.0 and built[SamplingConfig].top_p == 0.95  # YAML, then default
+    assert built[CritiqueConfig].few_shot is False
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("critique: {num_critques: 2}", "unknown key(s) in section 'critique': num_critques"),
+    ("critique: {num_critiques: two}", "'critique.num_critiques' must be int"),
+    ("critique: {backend: tgi}", "backend must be huggingface or openai"),
+    ("critique: {num_critiques: 0}", "num_critiques must be at least 1"),
+    ("- a list", "expected a mapping of sections"),
+    ("data: [1, 2]", "section 'data' must be a mapping"),
+])
+def test_config_errors_are_clear(tmp_path, yaml_text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(["--config", str(config)])
+
+
+def test_stage_runner_skips_redoes_and_keeps_old_output(tmp_path):
+    calls = []
+
+    def action(out_dir):
+        calls.append(out_dir.name)
+        (out_dir / "result.txt").write_text(str(len(calls)))
+        return {"n": len(calls)}
+
+    logs = []
+    assert StageRunner(tmp_path, log=logs.append).run("a", {"x": 1}, action) == {"n": 1}
+    assert StageRunner(tmp_path, log=logs.append).run("a", {"x": 1}, action) == {"n": 1}  # skipped
+    assert calls == ["a"] and "skipped" in logs[-1]
+    runner = StageRunner(tmp_path, log=logs.append)
+    assert runner.run("a", {"x": 2}, action) == {"n": 2}  # settings changed: redone
+    assert runner.run("b", {}, action) == {"n": 3}
+    assert StageRunner(tmp_path, log=logs.append).run("a", {"x": 3}, action) == {"n": 4}
+    assert StageRunner(tmp_path, log=logs.append).run("b", {}, action) == {"n": 5}  # upstream changed
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("a.old-"))
+    assert kept and (tmp_path / kept[0] / "result.txt").exists()
+    assert json.loads((tmp_path / "a" / "DONE.json").read_text())["result"] == {"n": 4}
+    assert StageRunner(tmp_path, force=True, log=logs.append).run("a", {"x": 3}, action) == {"n": 6}
