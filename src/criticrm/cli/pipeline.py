@@ -9,14 +9,24 @@ from criticrm.cli.common import generator_for, read_pairs
 from criticrm.cli.options import Section, add_options, as_yaml_sections, resolve
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
+from criticrm.evaluation.report import report_from_dirs
 from criticrm.generation.base import SamplingConfig
 from criticrm.models.backbone import ModelConfig
 from criticrm.pipeline.critique import CritiqueConfig, format_summary, run_critique
+from criticrm.pipeline.filter import (
+    FilterConfig,
+    format_filter_stats,
+    load_critique_dir,
+    read_filtered,
+    run_filter,
+)
+from criticrm.pipeline.refine import RefineConfig, format_refine_stats, run_refine
 from criticrm.pipeline.runner import RunConfig, StageRunner, record_versions
 from criticrm.prompts.templates import TemplateSet
 
 SECTIONS = [Section("run", (RunConfig,)), Section("data", (DataConfig,)), Section("model", (ModelConfig,)),
-            Section("critique", (CritiqueConfig, SamplingConfig))]
+            Section("critique", (CritiqueConfig, SamplingConfig)), Section("filter", (FilterConfig,)),
+            Section("refine", (RefineConfig,))]
 
 
 def register(subparsers) -> None:
@@ -30,26 +40,57 @@ def handle(args) -> int:
     configs = resolve(args, SECTIONS)
     run, data, model = configs[RunConfig], configs[DataConfig], configs[ModelConfig]
     critique, sampling = configs[CritiqueConfig], configs[SamplingConfig]
+    filtering, refine = configs[FilterConfig], configs[RefineConfig]
     if not data.data:
         raise ConfigError("no input data: set data.data in the config (or pass --data FILE)")
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(as_yaml_sections(
-        {"run": run, "data": data, "model": model, "critique": [critique, sampling]}))
+        {"run": run, "data": data, "model": model, "critique": [critique, sampling], "filter": filtering,
+         "refine": refine}))
     record_versions(run_dir)
     stages = StageRunner(run_dir, force=run.force)
     pairs = read_pairs(data, model).pairs
     print(f"{len(pairs)} pairs from {data.data}")
+    generator = _SharedGenerator(critique, model)
+    critiques_dir, filter_dir, refine_dir = run_dir / "critiques", run_dir / "filter", run_dir / "refine"
 
     def critique_stage(out_dir: Path) -> dict:
-        summary = run_critique(pairs, generator_for(critique, model), TemplateSet(critique.template), critique,
-                               sampling, out_dir)
+        summary = run_critique(pairs, generator.get(), TemplateSet(critique.template), critique, sampling, out_dir)
         print(format_summary(summary))
         return summary
 
+    def filter_stage(out_dir: Path) -> dict:
+        stage_pairs, records, _ = load_critique_dir(critiques_dir)
+        _, stats = run_filter(stage_pairs, records, filtering, out_dir)
+        print(format_filter_stats(stats))
+        return stats
+
+    def refine_stage(out_dir: Path) -> dict:
+        decisions = read_filtered(filter_dir)
+        needs_model = refine.strategy != "none" and any(d.supervised for d in decisions)
+        stats = run_refine(decisions, generator.get() if needs_model else None, refine, out_dir)
+        print(format_refine_stats(stats))
+        return stats
+
     stages.run("critiques", _settings(data, model, critique, sampling), critique_stage)
-    print(f"run directory: {run_dir} (critiques: {run_dir / 'critiques'})")
+    stages.run("filter", _settings(filtering), filter_stage)
+    stages.run("refine", _settings(refine), refine_stage)
+    report = report_from_dirs(run_dir, critiques_dir, filter_dir, refine_dir)
+    print(f"run directory: {run_dir}\n  data report: {report}\n  training data: {refine_dir / 'train.jsonl'}")
     return 0
+
+
+class _SharedGenerator:
+    """Loads the model on first use only, so a run whose model stages are all finished loads nothing."""
+
+    def __init__(self, critique: CritiqueConfig, model: ModelConfig):
+        self.critique, self.model, self._generator = critique, model, None
+
+    def get(self):
+        if self._generator is None:
+            self._generator = generator_for(self.critique, self.model)
+        return self._generator
 
 
 def _settings(*configs) -> dict:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from criticrm.prompts.scores import strip_score_line
+
 SCORE_PREFIX = "Score: "
 RANKING_PREFIX = "Ranking:"
 
@@ -46,12 +48,18 @@ _EXAMPLE_CRITIQUES = (
     "The response is short and clear.\nScore: 6/10",
     "The response is wrong: the capital of Australia is Canberra, not Sydney. A reader would be misled.\nScore: 2/10",
     "The answer names a city, but Sydney is not the capital.\nScore: 3/10",
-)
+)  # the ranking prompt shows them without their score lines
 RANK_EXAMPLE_ANSWER = "Ranking: 2, 3, 1"
+RANK_EXAMPLE_ORDER = (1, 2, 0)  # the example answer, 0-based: an answer starting so may be a copy of it
 SUMMARIZE_EXAMPLE_ANSWER = (
     "The response is wrong: the capital of Australia is Canberra, not Sydney. It is short and clear, but a "
     "reader would be misled.\nScore: 2/10"
 )
+
+
+def copies_example(text: str) -> bool:
+    """Whether an answer reproduces a worked example's answer (small models do): it is no summary."""
+    return any(answer.split(".")[0] in text for answer in (SUMMARIZE_EXAMPLE_ANSWER, _EXAMPLE_CRITIQUES[1]))
 
 
 def format_critiques(critiques: list[str]) -> str:
@@ -64,10 +72,16 @@ def _task(instruction: str, prompt: str, response: str, critiques: list[str]) ->
 
 
 def rank_messages(prompt: str, response: str, side: str, critiques: list[str]) -> list[dict[str, str]]:
-    """Chat messages asking for a best-first ranking of `critiques` ("Ranking: 2, 3, 1")."""
+    """Chat messages asking for a best-first ranking of `critiques` ("Ranking: 2, 3, 1").
+
+    The critiques are shown without their "Score: k/10" lines: the ranking should judge what a
+    critique says (the scores already set the presented order and break ties), and the default
+    model, shown the scores, answered with them ("Ranking: 7, 8, 9") instead of critique numbers.
+    """
     example = _task(RANK_INSTRUCTION.format(count=len(_EXAMPLE_CRITIQUES), verdict=VERDICTS["rejected"]),
-                    _EXAMPLE_PROMPT, _EXAMPLE_RESPONSE, list(_EXAMPLE_CRITIQUES))
-    task = _task(RANK_INSTRUCTION.format(count=len(critiques), verdict=VERDICTS[side]), prompt, response, critiques)
+                    _EXAMPLE_PROMPT, _EXAMPLE_RESPONSE, [strip_score_line(c) for c in _EXAMPLE_CRITIQUES])
+    task = _task(RANK_INSTRUCTION.format(count=len(critiques), verdict=VERDICTS[side]), prompt, response,
+                 [strip_score_line(c) or c for c in critiques])
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": example},
             {"role": "assistant", "content": RANK_EXAMPLE_ANSWER}, {"role": "user", "content": task}]
 
@@ -83,6 +97,6 @@ def summarize_messages(prompt: str, response: str, critiques: list[str]) -> list
 
 def prompts_hash() -> str:
     """Content hash of every refinement prompt (stored with the stage settings)."""
-    payload = json.dumps([SYSTEM, RANK_INSTRUCTION, VERDICTS, SUMMARIZE_INSTRUCTION, TASK_FORMAT, _EXAMPLE_PROMPT,
+    payload = json.dumps(["rank critiques without score lines", SYSTEM, RANK_INSTRUCTION, VERDICTS, SUMMARIZE_INSTRUCTION, TASK_FORMAT, _EXAMPLE_PROMPT,
                           _EXAMPLE_RESPONSE, _EXAMPLE_CRITIQUES, RANK_EXAMPLE_ANSWER, SUMMARIZE_EXAMPLE_ANSWER])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]

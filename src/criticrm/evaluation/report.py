@@ -1,0 +1,268 @@
+"""The data report of stage 1: how good the base model is as a judge, and what the filters kept.
+
+`write_data_report` writes `report.md` and its PNG plots into a folder. Every input is optional,
+so the same function reports after filtering alone or after the whole of stage 1.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+
+from criticrm.data.schema import SIDES, CritiqueRecord
+
+SCORE_KINDS = (("score", "used"), ("parsed_score", "parsed"), ("probability_score", "probability"))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def label_agreement(records: list[CritiqueRecord], attribute: str) -> dict[str, dict]:
+    """Per subset (and "all"): pairs where the mean `attribute` of chosen critiques beats the rejected one."""
+    by_pair: dict[str, dict[str, list[float]]] = defaultdict(lambda: {s: [] for s in SIDES})
+    subset_of: dict[str, str] = {}
+    for record in records:
+        subset_of[record.pair_id] = record.subset or "(none)"
+        value = getattr(record, attribute)
+        if value is not None:
+            by_pair[record.pair_id][record.side].append(value)
+    table: dict[str, dict] = defaultdict(lambda: {"pairs": 0, "agree": 0, "tie": 0, "unscored": 0})
+    for pair_id, subset in subset_of.items():
+        sides = by_pair[pair_id]
+        for key in (subset, "all"):
+            row = table[key]
+            row["pairs"] += 1
+            if not sides["chosen"] or not sides["rejected"]:
+                row["unscored"] += 1
+            elif mean(sides["chosen"]) > mean(sides["rejected"]):
+                row["agree"] += 1
+            elif mean(sides["chosen"]) == mean(sides["rejected"]):
+                row["tie"] += 1
+    for row in table.values():
+        row["agreement"] = _rate(row["agree"], row["pairs"] - row["unscored"])
+    return dict(sorted(table.items(), key=lambda item: (item[0] == "all", item[0])))
+
+
+def _plot_scores(records: list[CritiqueRecord], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    bins = [x + 0.5 for x in range(0, 11)]
+    for axis, (attribute, title) in zip(axes, SCORE_KINDS[1:], strict=True):
+        values = [[getattr(r, attribute) for r in records if r.side == side and getattr(r, attribute) is not None]
+                  for side in SIDES]
+        axis.hist(values, bins=bins, color=["tab:green", "tab:red"],
+                  label=[f"{side} (n={len(v)})" for side, v in zip(SIDES, values, strict=True)])
+        axis.set_title(f"{title} scores")
+        axis.set_xlabel("score")
+        axis.set_xticks(range(1, 11))
+        axis.legend(fontsize=8)
+    axes[0].set_ylabel("critiques")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _plot_agreement(tables: dict[str, dict[str, dict]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subsets = list(next(iter(tables.values())).keys()) if tables else []
+    if not subsets:
+        return False
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.3 * len(subsets) + 2), 3.6))
+    width = 0.8 / len(tables)
+    for offset, (label, table) in enumerate(tables.items()):
+        values = [(table.get(s, {}).get("agreement") or 0.0) for s in subsets]
+        axis.bar([i + offset * width for i in range(len(subsets))], values, width=width, label=label)
+    axis.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    axis.set_xticks([i + width * (len(tables) - 1) / 2 for i in range(len(subsets))])
+    axis.set_xticklabels(subsets, rotation=20, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("label agreement")
+    axis.set_title("base model vs human label (dashed: chance)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _plot_filter(filter_stats: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    labels = ["passed", "reward-only", "dropped"]
+    values = [filter_stats["passed"], filter_stats["reward_only"], filter_stats["dropped"]]
+    left.bar(labels, values, color=["tab:green", "tab:orange", "tab:grey"])
+    left.set_title(f"pairs ({filter_stats['pairs']} in)")
+    crit = filter_stats["critiques"]
+    right.bar(list(SIDES), [crit[s]["keep_rate"] or 0.0 for s in SIDES], color=["tab:green", "tab:red"])
+    right.set_ylim(0, 1)
+    right.set_title("critique keep rate on passing pairs")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def report_from_dirs(out_dir: Path, critiques_dir: Path | None = None, filter_dir: Path | None = None,
+                     refine_dir: Path | None = None) -> Path:
+    """`write_data_report` from stage folders on disk (any may be None or not exist yet)."""
+    import json
+
+    from criticrm.pipeline.critique import RECORDS_FILE
+    from criticrm.pipeline.filter import STATS_FILE as FILTER_STATS
+    from criticrm.pipeline.refine import STATS_FILE as REFINE_STATS
+
+    def stats(folder: Path | None, name: str) -> dict | None:
+        path = folder / name if folder else None
+        return json.loads(path.read_text()) if path and path.is_file() else None
+
+    records = None
+    if critiques_dir and (critiques_dir / RECORDS_FILE).is_file():
+        from criticrm.data.jsonl import read_jsonl_repairing
+
+        records = [CritiqueRecord.from_dict(row) for row in read_jsonl_repairing(critiques_dir / RECORDS_FILE)]
+    return write_data_report(out_dir, stats(critiques_dir, "summary.json"), stats(filter_dir, FILTER_STATS),
+                             stats(refine_dir, REFINE_STATS), records)
+
+
+def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats: dict | None,
+                      refine_stats: dict | None, records: list[CritiqueRecord] | None) -> Path:
+    """Write `report.md` (+ `scores.png`, `agreement.png`, `filter.png`) into `out_dir`; return its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = records or []
+    lines = ["# Stage 1 data report", ""]
+    pairs_in = (filter_stats or {}).get("pairs") or (critique_summary or {}).get("pairs")
+    lines += [f"Pairs in: **{pairs_in if pairs_in is not None else 'n/a'}**; critiques: **{len(records) or (critique_summary or {}).get('critiques', 'n/a')}**.", ""]
+
+    # --- the base model as a judge
+    lines += ["## The base model as a judge", ""]
+    if records:
+        n = len(records)
+        per_side = {s: [r for r in records if r.side == s] for s in SIDES}
+        lines += ["| | all | chosen | rejected |", "|---|---|---|---|"]
+        for label, test in (("score written and parsed", lambda r: r.parsed_score is not None),
+                            ("probability score available", lambda r: r.probability_score is not None),
+                            ("no usable score", lambda r: r.score is None),
+                            ("cut at max-new-tokens", lambda r: r.finish_reason == "length")):
+            cells = [_pct(_rate(sum(map(test, rs)), len(rs))) for rs in (records, per_side["chosen"], per_side["rejected"])]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for attribute, label in SCORE_KINDS:
+            cells = []
+            for rs in (records, per_side["chosen"], per_side["rejected"]):
+                values = [getattr(r, attribute) for r in rs if getattr(r, attribute) is not None]
+                cells.append(f"{mean(values):.2f}" if values else "n/a")
+            lines.append(f"| mean {label} score | " + " | ".join(cells) + " |")
+        lines += ["", f"Parse-failure rate of written scores: **{_pct(1 - sum(r.parsed_score is not None for r in records) / n)}**.", ""]
+        tables = {label: label_agreement(records, attribute) for attribute, label in SCORE_KINDS}
+        lines += ["Label agreement (pairs whose mean chosen score is above the mean rejected score; ties and "
+                  "unscored pairs are not agreement; 50% is chance):", "",
+                  "| subset | pairs | " + " | ".join(label for _, label in SCORE_KINDS) + " | ties (used score) |",
+                  "|---|---|" + "---|" * len(SCORE_KINDS) + "---|"]
+        for subset, row in tables["used"].items():
+            cells = [_pct(tables[label][subset]["agreement"]) for _, label in SCORE_KINDS]
+            name = f"**{subset}**" if subset == "all" else subset
+            lines.append(f"| {name} | {row['pairs']} | " + " | ".join(cells) + f" | {row['tie']} |")
+        lines.append("")
+        if _plot_scores(records, out_dir / "scores.png"):
+            lines += ["![score histograms](scores.png)", ""]
+        if _plot_agreement(tables, out_dir / "agreement.png"):
+            lines += ["![label agreement per subset](agreement.png)", ""]
+    elif critique_summary:
+        agreement = critique_summary.get("label_agreement", {})
+        lines += [f"Written score parsed: {_pct(critique_summary.get('parse_rate'))}; "
+                  f"probability score: {_pct(critique_summary.get('probability_rate'))}.",
+                  f"Label agreement: {_pct(agreement.get('score', {}).get('agreement'))}.", ""]
+    else:
+        lines += ["No critique records were given.", ""]
+
+    # --- filtering
+    lines += ["## Consistency filtering", ""]
+    if filter_stats:
+        settings = filter_stats.get("settings", {})
+        crit = filter_stats["critiques"]
+        lines += [
+            f"Settings: instance margin {settings.get('instance_margin')}, critique margin {settings.get('critique_margin')}, "
+            f"failing pairs: {settings.get('failed_pairs')}, score: {settings.get('score_source')}.", "",
+            "| pairs | count | share |", "|---|---|---|",
+        ]
+        total = filter_stats["pairs"]
+        for label, key in (("passed the instance level (critique supervision)", "passed"),
+                           ("failed the instance level", "failed_instance"), ("of which ties", "ties"),
+                           ("passed, but no critique kept on a side", "no_kept_critique"),
+                           ("missing a scored critique on a side", "missing"),
+                           ("kept for the reward only", "reward_only"), ("dropped", "dropped"),
+                           ("rows in the dataset", "rows_out")):
+            lines.append(f"| {label} | {filter_stats[key]} | {_pct(_rate(filter_stats[key], total))} |")
+        lines += ["", f"Instance keep rate: **{_pct(filter_stats['instance_keep_rate'])}**.", "",
+                  "| critiques | records | unscored | on passing pairs | kept | keep rate |", "|---|---|---|---|---|---|"]
+        for side in SIDES:
+            c = crit[side]
+            lines.append(f"| {side} | {c['records']} | {c['unscored']} | {c['on_passing_pairs']} | {c['kept']} | "
+                         f"{_pct(c['keep_rate'])} |")
+        lines.append("")
+        if filter_stats.get("by_subset"):
+            lines += ["| subset | pairs | instance keep rate | agreement |", "|---|---|---|---|"]
+            for subset, row in filter_stats["by_subset"].items():
+                lines.append(f"| {subset} | {row['pairs']} | {_pct(row['instance_keep_rate'])} | {_pct(row['agreement'])} |")
+            lines.append("")
+        if _plot_filter(filter_stats, out_dir / "filter.png"):
+            lines += ["![filtering](filter.png)", ""]
+    else:
+        lines += ["Not run yet.", ""]
+
+    # --- refinement
+    lines += ["## Refinement", ""]
+    if refine_stats:
+        asked = refine_stats["responses_refined_by_model"]
+        lines += [
+            f"Strategy **{refine_stats['strategy']}**"
+            + (f" (top {refine_stats['top_k']})" if refine_stats.get("top_k") else "")
+            + f"; {refine_stats['supervised_pairs']} pairs with critique supervision, "
+              f"{refine_stats['reward_only_pairs']} reward-only.", "",
+            f"Responses refined by the model: chosen {asked['chosen']}, rejected {asked['rejected']} "
+            f"({refine_stats['model_calls']} model calls). Successes: **{refine_stats['successes']}**; fallbacks to "
+            f"score order / best kept critique: **{refine_stats['fallbacks']}** ({_pct(refine_stats['fallback_rate'])}); "
+            f"unparseable answers: {refine_stats['parse_failures']} ({_pct(refine_stats['parse_failure_rate'])}).", "",
+        ]
+        if refine_stats.get("reordered_by_model") is not None:
+            lines += [f"The model's ranking differed from the score order on {refine_stats['reordered_by_model']} "
+                      f"response(s); on {refine_stats.get('echoed_example_ranking', 0)} of them it began with the worked "
+                      "example's order (2, 3, 1), which a weak model may simply copy.", ""]
+        if refine_stats.get("summary_score_from"):
+            sources = refine_stats["summary_score_from"]
+            lines += [f"Score of the merged critiques: written and parsed {sources.get('parsed', 0)}, probability score "
+                      f"(no score line written) {sources.get('probability', 0)}, none {sources.get('None', 0)}.", ""]
+        outcomes = sorted({o for side in SIDES for o in refine_stats["outcomes"][side]})
+        lines += ["| outcome | chosen | rejected |", "|---|---|---|"]
+        for outcome in outcomes:
+            lines.append(f"| {outcome} | {refine_stats['outcomes']['chosen'].get(outcome, 0)} | "
+                         f"{refine_stats['outcomes']['rejected'].get(outcome, 0)} |")
+        out = refine_stats["critiques_out"]
+        lines += ["", f"Critiques in the dataset (supervised pairs): chosen {out['chosen']}, rejected {out['rejected']}.", ""]
+    else:
+        lines += ["Not run yet.", ""]
+
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
