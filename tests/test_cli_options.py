@@ -66,3 +66,12 @@ def test_stage_runner_skips_redoes_and_keeps_old_output(tmp_path):
     assert kept and (tmp_path / kept[0] / "result.txt").exists()
     assert json.loads((tmp_path / "a" / "DONE.json").read_text())["result"] == {"n": 4}
     assert StageRunner(tmp_path, force=True, log=logs.append).run("a", {"x": 3}, action) == {"n": 6}
+
+
+def test_colliding_field_names_get_their_section_as_prefix():
+    from criticrm.cli.pipeline import SECTIONS as PIPELINE
+    from criticrm.training.config import TrainConfig
+
+    args = build_parser().parse_args(["pipeline", "--batch-size", "8", "--train-batch-size", "2"])
+    built = resolve(args, PIPELINE)
+    assert built[CritiqueConfig].batch_size == 8 and built[TrainConfig].batch_size == 2

@@ -13,7 +13,7 @@ import sys
 from criticrm import __version__
 from criticrm.errors import CriticRMError
 
-COMMAND_MODULES = ("critique", "filter", "refine", "pipeline")
+COMMAND_MODULES = ("critique", "filter", "refine", "train", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:

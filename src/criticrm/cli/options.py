@@ -41,23 +41,39 @@ def _base_type(annotation: Any) -> type:
     return annotation
 
 
+def _destinations(sections: list[Section]) -> dict[tuple[str, str], str]:
+    """The argparse destination of every (section, field): the field name, or, when an earlier section
+    already has a field of that name, `section.field` (its flag is then `--section-field`)."""
+    seen: set[str] = set()
+    destinations = {}
+    for section in sections:
+        for cls in section.classes:
+            for field in dataclasses.fields(cls):
+                name = field.name if field.name not in seen else f"{section.name}.{field.name}"
+                seen.add(field.name)
+                destinations[(section.name, field.name)] = name
+    return destinations
+
+
 def add_options(parser: argparse.ArgumentParser, sections: list[Section]) -> None:
     """Add one flag per dataclass field (defaults are suppressed so explicit flags can be told apart)."""
     parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="YAML file with any of these options (flags given here override it)")
+    destinations = _destinations(sections)
     for section in sections:
         group = parser.add_argument_group(f"{section.name} options (YAML section '{section.name}')")
         for cls in section.classes:
             for field in dataclasses.fields(cls):
+                dest = destinations[(section.name, field.name)]
                 kind = _base_type(field.type)
                 help_text = field.metadata.get("help", "")
                 default = field.default if field.default is not dataclasses.MISSING else None
                 help_text = f"{help_text} (default: {default})" if default is not None else help_text
                 if kind is bool:
-                    group.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                    group.add_argument(_flag(dest.replace(".", "_")), dest=dest, action=argparse.BooleanOptionalAction,
                                        default=argparse.SUPPRESS, help=help_text)
                 else:
-                    group.add_argument(_flag(field.name), dest=field.name, type=kind, default=argparse.SUPPRESS,
+                    group.add_argument(_flag(dest.replace(".", "_")), dest=dest, type=kind, default=argparse.SUPPRESS,
                                        help=help_text, metavar=field.name.upper())
 
 
@@ -78,6 +94,7 @@ def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any
     document = load_yaml(args.config) if getattr(args, "config", None) else {}
     source = str(getattr(args, "config", "the config"))
     explicit = vars(args)
+    destinations = _destinations(sections)
     built: dict[type, Any] = {}
     for section in sections:
         values = document.get(section.name) or {}
@@ -91,8 +108,9 @@ def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any
         for cls in section.classes:
             kwargs = {}
             for field in dataclasses.fields(cls):
-                if field.name in explicit:
-                    kwargs[field.name] = explicit[field.name]
+                dest = destinations[(section.name, field.name)]
+                if dest in explicit:
+                    kwargs[field.name] = explicit[dest]
                 elif field.name in values:
                     kwargs[field.name] = _check_type(values[field.name], field, section.name, source)
             try:

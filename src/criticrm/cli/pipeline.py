@@ -7,6 +7,7 @@ from pathlib import Path
 
 from criticrm.cli.common import generator_for, read_pairs
 from criticrm.cli.options import Section, add_options, as_yaml_sections, resolve
+from criticrm.cli.train import effective_train_config
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
 from criticrm.evaluation.report import report_from_dirs
@@ -23,10 +24,15 @@ from criticrm.pipeline.filter import (
 from criticrm.pipeline.refine import RefineConfig, format_refine_stats, run_refine
 from criticrm.pipeline.runner import RunConfig, StageRunner, record_versions
 from criticrm.prompts.templates import TemplateSet
+from criticrm.training.config import TrainConfig
+from criticrm.training.trainer import format_summary as format_train_summary
+from criticrm.training.trainer import train_reward_model
+
+TRAIN_MODES = ("critic", "standard")  # the Critic-RM and its baseline, on the same refined data
 
 SECTIONS = [Section("run", (RunConfig,)), Section("data", (DataConfig,)), Section("model", (ModelConfig,)),
             Section("critique", (CritiqueConfig, SamplingConfig)), Section("filter", (FilterConfig,)),
-            Section("refine", (RefineConfig,))]
+            Section("refine", (RefineConfig,)), Section("train", (TrainConfig,))]
 
 
 def register(subparsers) -> None:
@@ -41,13 +47,14 @@ def handle(args) -> int:
     run, data, model = configs[RunConfig], configs[DataConfig], configs[ModelConfig]
     critique, sampling = configs[CritiqueConfig], configs[SamplingConfig]
     filtering, refine = configs[FilterConfig], configs[RefineConfig]
+    train = effective_train_config(configs[TrainConfig], model)
     if not data.data:
         raise ConfigError("no input data: set data.data in the config (or pass --data FILE)")
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(as_yaml_sections(
         {"run": run, "data": data, "model": model, "critique": [critique, sampling], "filter": filtering,
-         "refine": refine}))
+         "refine": refine, "train": train}))
     record_versions(run_dir)
     stages = StageRunner(run_dir, force=run.force)
     pairs = read_pairs(data, model).pairs
@@ -77,7 +84,19 @@ def handle(args) -> int:
     stages.run("filter", _settings(filtering), filter_stage)
     stages.run("refine", _settings(refine), refine_stage)
     report = report_from_dirs(run_dir, critiques_dir, filter_dir, refine_dir)
-    print(f"run directory: {run_dir}\n  data report: {report}\n  training data: {refine_dir / 'train.jsonl'}")
+    print(f"data report: {report}")
+    for mode in TRAIN_MODES:
+        mode_config = dataclasses.replace(train, mode=mode)
+
+        def train_stage(out_dir: Path, config: TrainConfig = mode_config) -> dict:
+            summary = train_reward_model(config, refine_dir, out_dir, model_name=model.model,
+                                         use_cpu=model.device == "cpu")
+            print(format_train_summary(summary))
+            return summary
+
+        stages.run(f"train-{mode}", _settings(mode_config, model), train_stage)
+    print(f"run directory: {run_dir}\n  data report: {report}\n  training data: {refine_dir / 'train.jsonl'}\n"
+          + "".join(f"  {mode} reward model: {run_dir / f'train-{mode}' / 'model'}\n" for mode in TRAIN_MODES))
     return 0
 
 

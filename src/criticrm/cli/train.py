@@ -1,0 +1,66 @@
+"""`criticrm train`: stage 2 on its own — train a Critic-RM (or the standard-RM baseline) on refined pairs.
+
+Runs unchanged under `accelerate launch` (several processes, DeepSpeed ZeRO, FSDP):
+    accelerate launch --num_processes 2 --cpu -m criticrm.cli.train --data runs/demo/refine --out runs/demo/train
+Re-running the same command resumes from the newest checkpoint in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from criticrm.cli.options import Section, add_options, as_yaml_sections, resolve
+from criticrm.models.backbone import ModelConfig
+from criticrm.training.config import TrainConfig
+
+SECTIONS = [Section("model", (ModelConfig,)), Section("train", (TrainConfig,))]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a critique-based (or standard) reward model",
+                                   description=__doc__, formatter_class=_RawDescription)
+    parser.add_argument("--data", required=True,
+                        help="refined training data: the refine stage's folder (its train.jsonl) or a JSONL file; "
+                             "--mode standard also reads plain preference files (prompt/chosen/rejected)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (re-running resumes it)")
+    add_options(parser, SECTIONS)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from criticrm.training.trainer import format_summary, train_reward_model
+
+    configs = resolve(args, SECTIONS)
+    model, train = configs[ModelConfig], configs[TrainConfig]
+    train = effective_train_config(train, model)
+    main_process = os.environ.get("RANK", "0") == "0"
+    if main_process:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.yaml").write_text(as_yaml_sections({"model": model, "train": train}))
+    summary = train_reward_model(train, args.data, args.out, model_name=model.model, use_cpu=model.device == "cpu")
+    if main_process:
+        print(format_summary(summary))
+        print(f"summary: {args.out / 'train_summary.json'}; step log: {args.out / 'log.jsonl'}")
+    return 0
+
+
+def effective_train_config(train: TrainConfig, model: ModelConfig) -> TrainConfig:
+    """`model.dtype` doubles as the training precision when `train.precision` is left at auto."""
+    if train.precision == "auto" and model.dtype != "auto":
+        return dataclasses.replace(train, precision={"bfloat16": "bf16", "float16": "fp16",
+                                                     "float32": "fp32"}.get(model.dtype, model.dtype))
+    return train
+
+
+class _RawDescription(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+if __name__ == "__main__":  # `accelerate launch -m criticrm.cli.train --data ... --out ...`
+    from criticrm.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

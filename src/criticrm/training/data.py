@@ -1,0 +1,351 @@
+"""Training data: rows -> tokenized pairs -> critique comparisons -> padded batches with label positions.
+
+A training example is one preference pair with all the sequences it needs: one per critique of y+ and
+one per critique of y- (critic mode), or one per response (standard mode). Every sequence is forwarded
+once per step; the pairing policy only decides which (chosen, rejected) sequences are compared by the
+Bradley-Terry loss, so comparing every critique with every other (`all`) costs no extra forward pass.
+
+The collator pads to the longest sequence of the batch (on the right), and returns the flat positions
+whose next token is a critique token: the trainer computes LM logits at those positions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from criticrm.data.schema import TrainingPair
+from criticrm.errors import CriticRMError
+from criticrm.models.sequences import EncodedSequence, SequenceBuilder
+
+TRAIN_FILE = "train.jsonl"
+
+
+class TrainingDataError(CriticRMError):
+    """The training data is missing, unreadable or unusable for the chosen mode."""
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+def resolve_data_file(path: str | Path) -> Path:
+    """A folder means its train.jsonl (the refine stage's output); a file is itself."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / TRAIN_FILE
+        if not candidate.is_file():
+            found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+            raise TrainingDataError(f"{path} has no {TRAIN_FILE} (found: {found}); pass the file itself with --data")
+        return candidate
+    if not path.exists():
+        raise TrainingDataError(f"{path} does not exist")
+    return path
+
+
+def load_training_pairs(path: str | Path, mode: str) -> list[TrainingPair]:
+    """Read training rows.
+
+    Refined rows (with `chosen_critiques`) serve both modes. Plain preference data (TRL formats, any
+    file type `criticrm critique` reads) serves standard mode: its rows have no critiques.
+    """
+    file = resolve_data_file(path)
+    first = _first_json_row(file)
+    if first is not None and "chosen_critiques" in first:
+        return _read_training_rows(file)
+    if mode == "critic":
+        raise TrainingDataError(f"{file} holds plain preference pairs without critiques; critic mode trains on the "
+                                "refined critique data: run `criticrm pipeline` (or critique, filter, refine) first, "
+                                "or train the baseline with --mode standard")
+    from criticrm.data.readers import DataConfig, load_pairs, render_transcript
+
+    result = load_pairs(DataConfig(data=str(file)), render_transcript)
+    return [TrainingPair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_critiques=[],
+                         rejected_critiques=[], critique_supervision=False, subset=p.subset, domain=p.domain,
+                         source=p.source) for p in result.pairs]
+
+
+def _first_json_row(file: Path) -> dict | None:
+    if file.suffix not in (".jsonl", ".json"):
+        return None
+    with file.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                return row if isinstance(row, dict) else None
+    return None
+
+
+def _read_training_rows(file: Path) -> list[TrainingPair]:
+    rows, problems = [], []
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(TrainingPair.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, KeyError, ValueError) as error:
+                problems.append(f"{file}:{number}: {error}")
+    if problems:
+        listed = "\n  ".join(problems[:10])
+        raise TrainingDataError(f"{len(problems)} invalid training row(s):\n  {listed}")
+    if not rows:
+        raise TrainingDataError(f"{file} holds no training rows")
+    return rows
+
+
+def split_by_prompt(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """Hold out about `fraction` of the pairs, whole prompts at a time (no prompt in both parts)."""
+    if fraction <= 0 or len(pairs) < 2:
+        return pairs, []
+    groups: dict[str, list[TrainingPair]] = defaultdict(list)
+    for pair in pairs:
+        groups[pair.prompt].append(pair)
+    keys = sorted(groups, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    target = max(1, round(fraction * len(pairs)))
+    held: set[str] = set()
+    count = 0
+    for key in keys:
+        if count >= target or len(held) == len(keys) - 1:
+            break
+        held.add(key)
+        count += len(groups[key])
+    train = [p for p in pairs if p.prompt not in held]
+    return train, [p for p in pairs if p.prompt in held]
+
+
+# ---- tokenized examples -------------------------------------------------------------------------------
+@dataclass
+class PairExample:
+    chosen: list[EncodedSequence]
+    rejected: list[EncodedSequence]
+    supervised: bool
+    margin: float | None = None
+    pair_id: str = ""
+
+    @property
+    def max_length(self) -> int:
+        return max(len(s) for s in (*self.chosen, *self.rejected))
+
+
+@dataclass
+class EncodeReport:
+    """What happened to the rows while they were tokenized (nothing is dropped silently)."""
+
+    rows: int = 0
+    pairs: int = 0
+    supervised_pairs: int = 0
+    reward_only_pairs: int = 0
+    sequences: int = 0
+    truncated_sequences: int = 0
+    dropped_too_long: int = 0
+    dropped_sequences: int = 0
+    dropped_no_critique: int = 0
+    critique_tokens: int = 0
+    tokens: int = 0
+    templates: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def encode_pairs(pairs: list[TrainingPair], builder: SequenceBuilder, template: str | None = None
+                 ) -> tuple[list[PairExample], EncodeReport]:
+    """Tokenize every pair for the builder's mode; `template` overrides each row's template (critic mode)."""
+    report = EncodeReport(rows=len(pairs))
+    examples = []
+    for pair in pairs:
+        if builder.mode == "critic":
+            if not pair.chosen_critiques or not pair.rejected_critiques:
+                report.dropped_no_critique += 1
+                continue
+            name = template or pair.template or "general"
+            report.templates[name] = report.templates.get(name, 0) + 1
+            sides = [builder.encode_many([(pair.prompt, response, c.text) for c in critiques], template=name)
+                     for response, critiques in ((pair.chosen, pair.chosen_critiques),
+                                                 (pair.rejected, pair.rejected_critiques))]
+        else:
+            sides = [[builder.encode(pair.prompt, pair.chosen)], [builder.encode(pair.prompt, pair.rejected)]]
+        chosen, rejected = ([s for s in side if s is not None] for side in sides)
+        report.dropped_sequences += sum(s is None for side in sides for s in side)
+        if not chosen or not rejected:  # every sequence of one side was too long (truncation 'drop')
+            report.dropped_too_long += 1
+            continue
+        supervised = builder.mode == "critic" and bool(pair.critique_supervision)
+        examples.append(PairExample(chosen, rejected, supervised, pair.margin, pair.id))
+        report.pairs += 1
+        report.supervised_pairs += supervised
+        report.reward_only_pairs += not supervised
+        for sequence in (*chosen, *rejected):
+            report.sequences += 1
+            report.truncated_sequences += sequence.truncated
+            report.tokens += len(sequence)
+            if supervised:
+                report.critique_tokens += sequence.label_end - sequence.label_start
+    return examples, report
+
+
+# ---- pairing ----------------------------------------------------------------------------------------------
+def choose_comparisons(n_chosen: int, n_rejected: int, policy: str, k: int = 1,
+                       rng: random.Random | None = None) -> list[tuple[int, int]]:
+    """Which (chosen critique, rejected critique) pairs the Bradley-Terry loss compares."""
+    if policy == "matched":
+        return [(i % n_chosen, i % n_rejected) for i in range(max(n_chosen, n_rejected))]
+    every = [(i, j) for i in range(n_chosen) for j in range(n_rejected)]
+    if policy == "all" or len(every) <= k:
+        return every
+    if policy == "random-k":
+        return sorted((rng or random.Random(0)).sample(every, k))
+    raise ValueError(f"unknown pairing policy {policy!r}")
+
+
+class PairDataset(Dataset):
+    """Pair examples; each item carries the sequences to forward and the comparisons to make.
+
+    With `random-k` the comparisons change every epoch (`set_epoch`, called by the trainer), and are
+    a pure function of (seed, epoch, index): a resumed run sees the same comparisons.
+    """
+
+    def __init__(self, examples: list[PairExample], pairing: str = "matched", k: int = 1, seed: int = 0,
+                 use_margin: bool = True, margin_scale: float = 1.0):
+        self.examples = examples
+        self.pairing = pairing
+        self.k = k
+        self.seed = seed
+        self.use_margin = use_margin
+        self.margin_scale = margin_scale
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [e.max_length for e in self.examples]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.examples[index]
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}") if self.pairing == "random-k" else None
+        comparisons = choose_comparisons(len(example.chosen), len(example.rejected), self.pairing, self.k, rng)
+        used_chosen = sorted({i for i, _ in comparisons})
+        used_rejected = sorted({j for _, j in comparisons})
+        sequences = [example.chosen[i] for i in used_chosen] + [example.rejected[j] for j in used_rejected]
+        chosen_slot = {i: slot for slot, i in enumerate(used_chosen)}
+        rejected_slot = {j: len(used_chosen) + slot for slot, j in enumerate(used_rejected)}
+        margin = example.margin * self.margin_scale if (self.use_margin and example.margin is not None) else 0.0
+        return {
+            "sequences": sequences,
+            "comparisons": [(chosen_slot[i], rejected_slot[j]) for i, j in comparisons],
+            "chosen_slots": [chosen_slot[i] for i in used_chosen],
+            "supervised": example.supervised,
+            "margin": margin,
+        }
+
+
+# ---- batching --------------------------------------------------------------------------------------------
+class LengthGroupedSampler(Sampler[int]):
+    """Random batches of similar length: shuffle, cut into mega-batches, sort each by length, shuffle batches.
+
+    The order is a pure function of (seed, epoch), so a resumed run replays it exactly. The longest batch
+    comes first, so an out-of-memory error shows at the first step, not hours later.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, mega_batch_multiplier: int = 50,
+                 group: bool = True):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega = batch_size * mega_batch_multiplier
+        self.group = group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        if not self.group:
+            return iter(order)
+        batches = []
+        for start in range(0, len(order), self.mega):
+            mega = sorted(order[start:start + self.mega], key=lambda i: -self.lengths[i])
+            batches.extend(mega[i:i + self.batch_size] for i in range(0, len(mega), self.batch_size))
+        if not batches:
+            return iter([])
+        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        first = batches.pop(longest)
+        shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return iter([i for batch in [first, *shuffled] for i in batch])
+
+
+@dataclass
+class PairCollator:
+    """Items of PairDataset -> one padded batch of every sequence, with comparisons and label positions."""
+
+    pad_token_id: int
+    with_critique_loss: bool = True
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        sequences: list[EncodedSequence] = []
+        chosen_index, rejected_index, weights, margins, pair_of_seq, is_chosen = [], [], [], [], [], []
+        label_seq: list[bool] = []
+        for pair_number, item in enumerate(items):
+            offset = len(sequences)
+            sequences.extend(item["sequences"])
+            weight = 1.0 / len(item["comparisons"])
+            for c, r in item["comparisons"]:
+                chosen_index.append(offset + c)
+                rejected_index.append(offset + r)
+                weights.append(weight)
+                margins.append(item["margin"])
+            chosen_slots = set(item["chosen_slots"])
+            for slot in range(len(item["sequences"])):
+                pair_of_seq.append(pair_number)
+                is_chosen.append(slot in chosen_slots)
+                label_seq.append(self.with_critique_loss and item["supervised"])
+        width = max(len(s) for s in sequences)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        lm_positions, lm_targets = [], []
+        for row, sequence in enumerate(sequences):
+            ids = torch.tensor(sequence.input_ids, dtype=torch.long)
+            input_ids[row, :len(ids)] = ids
+            attention_mask[row, :len(ids)] = 1
+            if label_seq[row] and sequence.label_end > sequence.label_start:
+                # Hidden state at position p predicts token p + 1.
+                columns = torch.arange(sequence.label_start - 1, sequence.label_end - 1)
+                lm_positions.append(row * width + columns)
+                lm_targets.append(ids[sequence.label_start:sequence.label_end])
+        empty = torch.zeros(0, dtype=torch.long)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "read_positions": torch.tensor([len(s) - 1 for s in sequences], dtype=torch.long),
+            "lm_positions": torch.cat(lm_positions) if lm_positions else empty,
+            "lm_targets": torch.cat(lm_targets) if lm_targets else empty,
+            "chosen_index": torch.tensor(chosen_index, dtype=torch.long),
+            "rejected_index": torch.tensor(rejected_index, dtype=torch.long),
+            "comparison_weights": torch.tensor(weights, dtype=torch.float32),
+            "margins": torch.tensor(margins, dtype=torch.float32),
+            "pair_of_sequence": torch.tensor(pair_of_seq, dtype=torch.long),
+            "sequence_is_chosen": torch.tensor(is_chosen, dtype=torch.bool),
+            "num_pairs": torch.tensor(len(items), dtype=torch.long),
+        }
