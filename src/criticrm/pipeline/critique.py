@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair
-from criticrm.errors import ConfigError
 from criticrm.generation.base import Generator, SamplingConfig
+from criticrm.pipeline.runner import check_stage_settings
 from criticrm.prompts.scores import parse_score
 from criticrm.prompts.templates import TemplateSet
 
@@ -74,26 +74,12 @@ def _stage_settings(generator: Generator, templates: TemplateSet, config: Critiq
     }
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuse to mix critiques made with other settings into one output folder."""
-    path = out_dir / "stage.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
-        if changed:
-            raise ConfigError(f"{out_dir} holds critiques made with other settings ({', '.join(changed)} changed); "
-                              "use another output folder, or --force to discard them")
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
-
-
 def run_critique(pairs: list[PreferencePair], generator: Generator, templates: TemplateSet,
                  config: CritiqueConfig, sampling: SamplingConfig, out_dir: Path,
                  show_progress: bool = True) -> dict:
     """Generate the missing critiques of `pairs` into `out_dir`; return (and write) the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, _stage_settings(generator, templates, config, sampling))
+    check_stage_settings(out_dir, _stage_settings(generator, templates, config, sampling), "critiques")
     write_jsonl(out_dir / PAIRS_FILE, (pair.to_dict() for pair in pairs))  # later stages need the texts
     records_path = out_dir / RECORDS_FILE
     done = {CritiqueRecord.from_dict(r).key for r in read_jsonl_repairing(records_path)}

@@ -37,6 +37,7 @@ from criticrm.data.schema import SIDES, ScoredCritique, TrainingPair
 from criticrm.errors import ConfigError
 from criticrm.generation.base import Completion, Generator, SamplingConfig
 from criticrm.pipeline.filter import FilterDecision
+from criticrm.pipeline.runner import check_stage_settings
 from criticrm.prompts import refine as prompts
 from criticrm.prompts.scores import parse_score, strip_score_line
 
@@ -281,19 +282,6 @@ def _input_hash(decisions: list[FilterDecision]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuse to mix rows refined with other settings (or from another input) into one folder."""
-    path = out_dir / "stage.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
-        if changed:
-            raise ConfigError(f"{out_dir} holds pairs refined with other settings ({', '.join(changed)} changed); "
-                              "use another output folder, or delete it to start over")
-    else:
-        path.write_text(json.dumps(settings, indent=2))
-
-
 def run_refine(decisions: list[FilterDecision], generator: Generator | None, config: RefineConfig, out_dir: Path,
                show_progress: bool = True) -> dict:
     """Refine the pairs not yet in `out_dir`, then write `train.jsonl`, `train.parquet` and the stats."""
@@ -305,7 +293,7 @@ def run_refine(decisions: list[FilterDecision], generator: Generator | None, con
                 "model": generator.model_name if generator and needs_model else None,
                 "prompts": prompts.prompts_hash() if needs_model else None,
                 "input": _input_hash(decisions)}
-    _check_settings(out_dir, settings)
+    check_stage_settings(out_dir, settings, "refined pairs")
     refined_path = out_dir / REFINED_FILE
     done = {row["id"]: row for row in read_jsonl_repairing(refined_path)}
     pending = [d for d in decisions if d.pair.id not in done]

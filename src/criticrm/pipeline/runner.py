@@ -54,6 +54,25 @@ def record_versions(run_dir: Path) -> dict:
     return versions
 
 
+def check_stage_settings(out_dir: Path, settings: dict, what: str) -> None:
+    """Record a stage's settings in `out_dir/stage.json`, or refuse to resume a folder made with others.
+
+    Resuming appends to what is there, so mixing settings would silently mix incompatible records.
+    """
+    from criticrm.errors import ConfigError
+
+    path = out_dir / "stage.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        if changed:
+            raise ConfigError(f"{out_dir} holds {what} made with other settings ({', '.join(changed)} changed); "
+                              "use another output folder, or delete it (the pipeline's --force moves it aside)")
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
+
+
 class StageRunner:
     """Runs stages in order inside `run_dir`, skipping the finished ones."""
 
