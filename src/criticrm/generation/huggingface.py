@@ -11,7 +11,7 @@ What makes it fast on a small CPU and still right on a GPU:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -40,7 +40,6 @@ class HFGenerator:
         self.eos_ids = _eos_ids(model, tokenizer)
         self._score_tokens: dict[str, ScoreTokens] = {}
         self._prefix_caches: dict[tuple[int, ...], object] = {}
-        self.on_batch: Callable[[int, int], None] | None = None  # (sequences, generated tokens) per batch
 
     @property
     def device(self) -> torch.device:
@@ -96,8 +95,6 @@ class HFGenerator:
             finished.append(end is not None)
         probabilities = (self._probability_scores(input_ids, attention, prompt_cache, texts, score_prefix, n)
                          if score_prefix else [None] * len(texts))
-        if self.on_batch:
-            self.on_batch(len(texts), sum(lengths))
         prompt_lengths = [len(p) for p in prompts]
         return [
             [

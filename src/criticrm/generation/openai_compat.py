@@ -40,7 +40,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -89,7 +89,6 @@ class OpenAIGenerator:
         self.max_retries = max_retries
         self.backoff = 0.5  # seconds before the first retry; doubled each time, with jitter
         self.stop = [tokenizer.eos_token] if getattr(tokenizer, "eos_token", None) else []
-        self.on_batch: Callable[[int, int], None] | None = None  # (sequences, generated tokens) per conversation
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(headers=headers, timeout=timeout,
                                    limits=httpx.Limits(max_connections=concurrency,
@@ -118,7 +117,6 @@ class OpenAIGenerator:
         requests = 1 if greedy else sampling.num_critiques
         n = sampling.num_critiques
         results: list[list[Completion | None]] = [[None] * requests for _ in prompts]
-        done = [0] * len(prompts)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="criticrm-openai") as pool:
             futures = {
                 pool.submit(self._one, prompt, sample, sampling, score_prefix): (index, sample)
@@ -131,10 +129,6 @@ class OpenAIGenerator:
                     for future in finished:
                         index, sample = futures[future]
                         results[index][sample] = future.result()  # re-raises a request's error
-                        done[index] += 1
-                        if done[index] == requests and self.on_batch:
-                            completions = results[index] * (n if greedy else 1)
-                            self.on_batch(n, sum(c.completion_tokens for c in completions))
             except BaseException:
                 for future in pending:
                     future.cancel()
