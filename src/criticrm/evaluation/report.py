@@ -11,16 +11,9 @@ from pathlib import Path
 from statistics import mean
 
 from criticrm.data.schema import SIDES, CritiqueRecord
+from criticrm.formatting import percent, rate
 
 SCORE_KINDS = (("score", "used"), ("parsed_score", "parsed"), ("probability_score", "probability"))
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
 
 
 def label_agreement(records: list[CritiqueRecord], attribute: str) -> dict[str, dict]:
@@ -45,7 +38,7 @@ def label_agreement(records: list[CritiqueRecord], attribute: str) -> dict[str, 
             elif mean(sides["chosen"]) == mean(sides["rejected"]):
                 row["tie"] += 1
     for row in table.values():
-        row["agreement"] = _rate(row["agree"], row["pairs"] - row["unscored"])
+        row["agreement"] = rate(row["agree"], row["pairs"] - row["unscored"])
     return dict(sorted(table.items(), key=lambda item: (item[0] == "all", item[0])))
 
 
@@ -165,7 +158,7 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
                             ("probability score available", lambda r: r.probability_score is not None),
                             ("no usable score", lambda r: r.score is None),
                             ("cut at max-new-tokens", lambda r: r.finish_reason == "length")):
-            cells = [_pct(_rate(sum(map(test, rs)), len(rs))) for rs in (records, per_side["chosen"], per_side["rejected"])]
+            cells = [percent(rate(sum(map(test, rs)), len(rs))) for rs in (records, per_side["chosen"], per_side["rejected"])]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         for attribute, label in SCORE_KINDS:
             cells = []
@@ -173,14 +166,14 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
                 values = [getattr(r, attribute) for r in rs if getattr(r, attribute) is not None]
                 cells.append(f"{mean(values):.2f}" if values else "n/a")
             lines.append(f"| mean {label} score | " + " | ".join(cells) + " |")
-        lines += ["", f"Parse-failure rate of written scores: **{_pct(1 - sum(r.parsed_score is not None for r in records) / n)}**.", ""]
+        lines += ["", f"Parse-failure rate of written scores: **{percent(1 - sum(r.parsed_score is not None for r in records) / n)}**.", ""]
         tables = {label: label_agreement(records, attribute) for attribute, label in SCORE_KINDS}
         lines += ["Label agreement (pairs whose mean chosen score is above the mean rejected score; ties and "
                   "unscored pairs are not agreement; 50% is chance):", "",
                   "| subset | pairs | " + " | ".join(label for _, label in SCORE_KINDS) + " | ties (used score) |",
                   "|---|---|" + "---|" * len(SCORE_KINDS) + "---|"]
         for subset, row in tables["used"].items():
-            cells = [_pct(tables[label][subset]["agreement"]) for _, label in SCORE_KINDS]
+            cells = [percent(tables[label][subset]["agreement"]) for _, label in SCORE_KINDS]
             name = f"**{subset}**" if subset == "all" else subset
             lines.append(f"| {name} | {row['pairs']} | " + " | ".join(cells) + f" | {row['tie']} |")
         lines.append("")
@@ -190,9 +183,9 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
             lines += ["![label agreement per subset](agreement.png)", ""]
     elif critique_summary:
         agreement = critique_summary.get("label_agreement", {})
-        lines += [f"Written score parsed: {_pct(critique_summary.get('parse_rate'))}; "
-                  f"probability score: {_pct(critique_summary.get('probability_rate'))}.",
-                  f"Label agreement: {_pct(agreement.get('score', {}).get('agreement'))}.", ""]
+        lines += [f"Written score parsed: {percent(critique_summary.get('parse_rate'))}; "
+                  f"probability score: {percent(critique_summary.get('probability_rate'))}.",
+                  f"Label agreement: {percent(agreement.get('score', {}).get('agreement'))}.", ""]
     else:
         lines += ["No critique records were given.", ""]
 
@@ -213,18 +206,18 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
                            ("missing a scored critique on a side", "missing"),
                            ("kept for the reward only", "reward_only"), ("dropped", "dropped"),
                            ("rows in the dataset", "rows_out")):
-            lines.append(f"| {label} | {filter_stats[key]} | {_pct(_rate(filter_stats[key], total))} |")
-        lines += ["", f"Instance keep rate: **{_pct(filter_stats['instance_keep_rate'])}**.", "",
+            lines.append(f"| {label} | {filter_stats[key]} | {percent(rate(filter_stats[key], total))} |")
+        lines += ["", f"Instance keep rate: **{percent(filter_stats['instance_keep_rate'])}**.", "",
                   "| critiques | records | unscored | on passing pairs | kept | keep rate |", "|---|---|---|---|---|---|"]
         for side in SIDES:
             c = crit[side]
             lines.append(f"| {side} | {c['records']} | {c['unscored']} | {c['on_passing_pairs']} | {c['kept']} | "
-                         f"{_pct(c['keep_rate'])} |")
+                         f"{percent(c['keep_rate'])} |")
         lines.append("")
         if filter_stats.get("by_subset"):
             lines += ["| subset | pairs | instance keep rate | agreement |", "|---|---|---|---|"]
             for subset, row in filter_stats["by_subset"].items():
-                lines.append(f"| {subset} | {row['pairs']} | {_pct(row['instance_keep_rate'])} | {_pct(row['agreement'])} |")
+                lines.append(f"| {subset} | {row['pairs']} | {percent(row['instance_keep_rate'])} | {percent(row['agreement'])} |")
             lines.append("")
         if _plot_filter(filter_stats, out_dir / "filter.png"):
             lines += ["![filtering](filter.png)", ""]
@@ -242,8 +235,8 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
               f"{refine_stats['reward_only_pairs']} reward-only.", "",
             f"Responses refined by the model: chosen {asked['chosen']}, rejected {asked['rejected']} "
             f"({refine_stats['model_calls']} model calls). Successes: **{refine_stats['successes']}**; fallbacks to "
-            f"score order / best kept critique: **{refine_stats['fallbacks']}** ({_pct(refine_stats['fallback_rate'])}); "
-            f"unparseable answers: {refine_stats['parse_failures']} ({_pct(refine_stats['parse_failure_rate'])}).", "",
+            f"score order / best kept critique: **{refine_stats['fallbacks']}** ({percent(refine_stats['fallback_rate'])}); "
+            f"unparseable answers: {refine_stats['parse_failures']} ({percent(refine_stats['parse_failure_rate'])}).", "",
         ]
         if refine_stats.get("reordered_by_model") is not None:
             lines += [f"The model's ranking differed from the score order on {refine_stats['reordered_by_model']} "

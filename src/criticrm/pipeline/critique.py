@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair
+from criticrm.formatting import percent, rate
 from criticrm.generation.base import Generator, SamplingConfig
 from criticrm.pipeline.runner import check_stage_settings
 from criticrm.prompts.scores import parse_score
@@ -181,7 +182,7 @@ def summarize(pairs: list[PreferencePair], records: list[CritiqueRecord]) -> dic
                 tie += 1
         judged = agree + disagree + tie
         return {"agree": agree, "disagree": disagree, "tie": tie, "unscored": missing,
-                "agreement": round(agree / judged, 4) if judged else None}
+                "agreement": rate(agree, judged)}
 
     subsets = sorted({p.subset for p in pairs if p.subset})
     total = len(records)
@@ -189,9 +190,9 @@ def summarize(pairs: list[PreferencePair], records: list[CritiqueRecord]) -> dic
         "pairs": len(pairs),
         "critiques": total,
         "critiques_per_side": {side: sum(r.side == side for r in records) for side in SIDES},
-        "parse_rate": round(sum(r.parsed_score is not None for r in records) / total, 4) if total else None,
-        "probability_rate": round(sum(r.probability_score is not None for r in records) / total, 4) if total else None,
-        "truncated_rate": round(sum(r.finish_reason == "length" for r in records) / total, 4) if total else None,
+        "parse_rate": rate(sum(r.parsed_score is not None for r in records), total),
+        "probability_rate": rate(sum(r.probability_score is not None for r in records), total),
+        "truncated_rate": rate(sum(r.finish_reason == "length" for r in records), total),
         "score_sources": {s: sum(r.score_source == s for r in records) for s in ("parsed", "probability", None)},
         "mean_score": {side: _mean_or_none([r.score for r in records if r.side == side and r.score is not None]) for side in SIDES},
         "mean_parsed_score": {side: _mean_or_none([r.parsed_score for r in records if r.side == side and r.parsed_score is not None]) for side in SIDES},
@@ -209,18 +210,15 @@ def format_summary(summary: dict) -> str:
     """A short human-readable summary for the terminal."""
     agreement = summary["label_agreement"]
 
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.1f}%"
-
     lines = [
         f"critiques: {summary['critiques']} for {summary['pairs']} pairs "
         f"(chosen {summary['critiques_per_side']['chosen']}, rejected {summary['critiques_per_side']['rejected']})",
-        f"written score parsed: {pct(summary['parse_rate'])}; probability score: {pct(summary['probability_rate'])}; "
-        f"cut at max-new-tokens: {pct(summary['truncated_rate'])}",
+        f"written score parsed: {percent(summary['parse_rate'])}; probability score: {percent(summary['probability_rate'])}; "
+        f"cut at max-new-tokens: {percent(summary['truncated_rate'])}",
         f"mean score chosen {summary['mean_score']['chosen']} vs rejected {summary['mean_score']['rejected']}",
         "base model agrees with the human label on "
-        f"{pct(agreement['score']['agreement'])} of pairs (parsed only: {pct(agreement['parsed']['agreement'])}, "
-        f"probability only: {pct(agreement['probability']['agreement'])})",
+        f"{percent(agreement['score']['agreement'])} of pairs (parsed only: {percent(agreement['parsed']['agreement'])}, "
+        f"probability only: {percent(agreement['probability']['agreement'])})",
     ]
     run = summary.get("this_run") or {}
     if run.get("critiques_generated"):

@@ -30,6 +30,7 @@ from typing import Any
 from criticrm.data.jsonl import read_jsonl_repairing, write_jsonl
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair, ScoredCritique
 from criticrm.errors import CriticRMError
+from criticrm.formatting import percent, rate
 from criticrm.pipeline.critique import PAIRS_FILE, RECORDS_FILE, SCORE_CHOICES, choose_score
 
 FAILED_PAIRS_CHOICES = ("reward-only", "drop")
@@ -110,10 +111,6 @@ class FilterDecision:
         return cls(**row)
 
 
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
 def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
                      config: FilterConfig) -> tuple[list[FilterDecision], dict]:
     """Apply the instance- and critique-level rules; return the kept pairs (input order) and stats."""
@@ -191,8 +188,8 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
         "reward_only": counts["reward_only"],
         "dropped": counts[MISSING] + (failing if config.failed_pairs == "drop" else 0),
         "rows_out": len(decisions),
-        "instance_keep_rate": _rate(counts[PASSED], n),
-        "instance_pass_rate_of_judged": _rate(counts[PASSED], judged),
+        "instance_keep_rate": rate(counts[PASSED], n),
+        "instance_pass_rate_of_judged": rate(counts[PASSED], judged),
         "orphan_records": orphans,
         "critiques": {
             side: {
@@ -200,16 +197,16 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
                 "unscored": side_counts[side]["unscored"],
                 "on_passing_pairs": side_counts[side]["considered"],
                 "kept": side_counts[side]["kept"],
-                "keep_rate": _rate(side_counts[side]["kept"], side_counts[side]["considered"]),
-                "keep_rate_of_all": _rate(side_counts[side]["kept"], side_counts[side]["records"]),
+                "keep_rate": rate(side_counts[side]["kept"], side_counts[side]["considered"]),
+                "keep_rate_of_all": rate(side_counts[side]["kept"], side_counts[side]["records"]),
             }
             for side in SIDES
         },
         "by_subset": {
             name: {
                 "pairs": s["pairs"], "passed": s[PASSED], "agree": s["agree"], "tie": s["tie"], "missing": s[MISSING],
-                "agreement": _rate(s["agree"], s["pairs"] - s[MISSING]),
-                "instance_keep_rate": _rate(s[PASSED], s["pairs"]),
+                "agreement": rate(s["agree"], s["pairs"] - s[MISSING]),
+                "instance_keep_rate": rate(s[PASSED], s["pairs"]),
             }
             for name, s in sorted(subsets.items())
         },
@@ -252,17 +249,14 @@ def read_filtered(in_dir: Path) -> list[FilterDecision]:
 
 
 def format_filter_stats(stats: dict) -> str:
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.1f}%"
-
     crit = stats["critiques"]
     lines = [
-        f"pairs: {stats['pairs']}; passed the instance level: {stats['passed']} ({pct(stats['instance_keep_rate'])}); "
+        f"pairs: {stats['pairs']}; passed the instance level: {stats['passed']} ({percent(stats['instance_keep_rate'])}); "
         f"failed: {stats['failed_instance']} (ties {stats['ties']}); no critique kept on a side: "
         f"{stats['no_kept_critique']}; missing scores: {stats['missing']}",
         f"kept for the reward only: {stats['reward_only']}; dropped: {stats['dropped']}; rows out: {stats['rows_out']}",
         "critique keep rate on passing pairs: "
-        + ", ".join(f"{side} {crit[side]['kept']}/{crit[side]['on_passing_pairs']} ({pct(crit[side]['keep_rate'])})"
+        + ", ".join(f"{side} {crit[side]['kept']}/{crit[side]['on_passing_pairs']} ({percent(crit[side]['keep_rate'])})"
                     for side in SIDES)
         + f"; unscored critiques: {sum(crit[s]['unscored'] for s in SIDES)}",
     ]

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, ScoredCritique, TrainingPair
 from criticrm.errors import ConfigError
+from criticrm.formatting import percent
 from criticrm.generation.base import Completion, Generator, SamplingConfig
 from criticrm.pipeline.filter import FilterDecision
 from criticrm.pipeline.runner import check_stage_settings
@@ -375,16 +376,13 @@ def refine_stats(rows: list[dict], config: RefineConfig) -> dict:
 
 
 def format_refine_stats(stats: dict) -> str:
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.1f}%"
-
     asked = stats["responses_refined_by_model"]
     lines = [
         f"refine ({stats['strategy']}): {stats['pairs']} pairs ({stats['supervised_pairs']} with critique supervision, "
         f"{stats['reward_only_pairs']} reward-only)",
         f"responses refined by the model: chosen {asked['chosen']}, rejected {asked['rejected']} "
         f"({stats['model_calls']} calls); successes {stats['successes']}, fallbacks {stats['fallbacks']} "
-        f"({pct(stats['fallback_rate'])}), unparseable answers {stats['parse_failures']} ({pct(stats['parse_failure_rate'])})",
+        f"({percent(stats['fallback_rate'])}), unparseable answers {stats['parse_failures']} ({percent(stats['parse_failure_rate'])})",
         f"critiques in the dataset: chosen {stats['critiques_out']['chosen']}, rejected {stats['critiques_out']['rejected']} "
         "(supervised pairs)",
     ]
