@@ -4,6 +4,8 @@ What makes it fast on a small CPU and still right on a GPU:
 - prompts are sorted by length (longest first, so an out-of-memory shows at once) and left-padded;
 - each prompt is prefilled once and its KV cache repeated for the N samples, instead of N prefills
   (the judge prompt with its few-shot examples is several times longer than a critique);
+- decoding drops finished rows from the batch and its cache, and top-p sampling keeps the nucleus
+  without sorting the vocabulary at every step (`decoding.py`, `nucleus.py`);
 - the probability score re-uses that prompt cache: only the critique tokens are run again, and LM
   logits are computed for the two positions that are read, never for the whole sequence.
 """
@@ -23,6 +25,7 @@ from criticrm.generation.base import (
     batch_seed,
     score_continuation,
 )
+from criticrm.generation.decoding import decode
 from criticrm.prompts.scores import ScoreTokens, expected_score
 
 MIN_SHARED_PREFIX = 16  # below this, sharing a prefix saves less than its bookkeeping costs
@@ -70,21 +73,10 @@ class HFGenerator:
         input_ids, attention, prompt_cache = self._prefill(prompts)
         generation_cache = _static_copy(prompt_cache, self.model.config, n, sampling.max_new_tokens + 1)
         torch.manual_seed(seed)
-        sampled = sampling.temperature > 0
-        output = self.model.generate(
-            input_ids=input_ids.repeat_interleave(n, dim=0),
-            attention_mask=attention.repeat_interleave(n, dim=0),
-            past_key_values=generation_cache,
-            do_sample=sampled,
-            temperature=sampling.temperature if sampled else None,
-            top_p=sampling.top_p if sampled else None,
-            top_k=None,
-            max_new_tokens=sampling.max_new_tokens,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.eos_ids,
-        )
+        new_tokens = decode(self.model, input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0),
+                            generation_cache, max_new_tokens=sampling.max_new_tokens, eos_ids=self.eos_ids,
+                            temperature=sampling.temperature, top_p=sampling.top_p)
         del generation_cache
-        new_tokens = output[:, input_ids.shape[1]:].tolist()
         texts, lengths, finished = [], [], []
         for row in new_tokens:
             end = next((i for i, token in enumerate(row) if token in self.eos_ids), None)
@@ -245,19 +237,39 @@ def _static_copy(cache, config, repeats: int, room: int):
 
     Decoding into a `DynamicCache` concatenates every layer's whole cache at every step; with a
     few-shot judge prompt that copy is most of a CPU decode step. A static cache writes in place.
+    Its buffers are filled in one pass (a broadcast copy of the prompt rows; zeros only in the room,
+    which attention reads masked, so it must not hold NaN garbage): fresh memory is slow to touch
+    the first time, and zero-filling it all then copying a repeated temporary touched it three times.
     """
     from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
 
     length = cache.get_seq_length()
     static = StaticCache(config=config, max_cache_len=length + room)
+    if any(type(layer) is not StaticLayer for layer in static.layers):  # sliding-window layers: stay dynamic
+        dynamic = copy.deepcopy(cache)
+        dynamic.batch_repeat_interleave(repeats)
+        return dynamic
     for source, target in zip(cache.layers, static.layers, strict=True):
-        keys = source.keys.repeat_interleave(repeats, dim=0)
-        values = source.values.repeat_interleave(repeats, dim=0)
-        target.lazy_initialization(keys, values)
-        target.keys[:, :, :length] = keys
-        target.values[:, :, :length] = values
+        rows, heads, _, _ = source.keys.shape
+        target.dtype, target.device = source.keys.dtype, source.keys.device
+        target.batch_size, target.num_heads = rows * repeats, heads
+        target.k_head_dim, target.v_head_dim = source.keys.shape[-1], source.values.shape[-1]
+        target.keys = _repeated_with_room(source.keys, repeats, room)
+        target.values = _repeated_with_room(source.values, repeats, room)
+        target.cumulative_length = target.cumulative_length.to(target.device)
         target.cumulative_length.fill_(length)
+        target.is_initialized = True
     return static
+
+
+def _repeated_with_room(tensor: torch.Tensor, repeats: int, room: int) -> torch.Tensor:
+    """(rows, heads, length, dim) -> (rows * repeats, heads, length + room, dim): each row repeated, room zeroed."""
+    rows, heads, length, dim = tensor.shape
+    out = torch.empty((rows, repeats, heads, length + room, dim), dtype=tensor.dtype, device=tensor.device)
+    out[:, :, :, :length].copy_(tensor[:, None].expand(rows, repeats, heads, length, dim))
+    out[:, :, :, length:].zero_()
+    return out.view(rows * repeats, heads, length + room, dim)
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:
