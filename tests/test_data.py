@@ -119,6 +119,14 @@ def test_limit_reads_the_first_n_pairs():
     assert [p.id for p in load(SAMPLE, limit=3).pairs] == [p.id for p in load(SAMPLE).pairs[:3]]
 
 
+def test_per_subset_reads_the_first_n_pairs_of_each_subset_in_file_order():
+    every = load(SAMPLE).pairs
+    wanted = [p for i, p in enumerate(every) if sum(q.subset == p.subset for q in every[:i]) < 2]
+    sample = load(SAMPLE, per_subset=2).pairs
+    assert [p.id for p in sample] == [p.id for p in wanted]
+    assert len(sample) == 2 * len({p.subset for p in every})
+
+
 # ---------------------------------------------------------------------------------------- validation
 
 

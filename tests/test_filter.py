@@ -73,6 +73,19 @@ def test_tie_fails_and_reversed_pair_fails():
     assert stats["critiques"]["chosen"]["on_passing_pairs"] == 0
 
 
+def test_keep_all_supervises_every_judged_pair_with_every_scored_critique():
+    pairs = [pair("agrees"), pair("reversed"), pair("missing")]
+    records = (records_for("agrees", [9, 4], [2, 7]) + records_for("reversed", [3, 3], [8, 9])
+               + records_for("missing", [5], [None]))
+    decisions, stats = run(pairs, records, keep_all=True)
+    assert set(decisions) == {"agrees", "reversed"}  # a side without a scored critique still cannot be used
+    for decision in decisions.values():
+        assert decision.supervised and decision.status == "passed"
+    assert scores(decisions["agrees"], "chosen") == [9, 4] and scores(decisions["reversed"], "rejected") == [8, 9]
+    assert stats["passed"] == 2 and stats["missing"] == 1 and stats["settings"]["keep_all"] is True
+    assert FilterDecision.from_dict(json.loads(json.dumps(decisions["reversed"].to_dict()))).agrees("chosen", -1e9)
+
+
 def test_drop_policy_drops_failing_pairs():
     pairs = [pair("good"), pair("bad")]
     records = records_for("good", [8], [2]) + records_for("bad", [2], [8])

@@ -166,3 +166,23 @@ def test_eval_command_reports_a_reward_model_and_compares(model_dirs, tmp_path, 
                  str(tmp_path / "standard" / "report.json")]) == 0
     table = capsys.readouterr().out
     assert "critic (m=1)" in table and "standard (m=1)" in table and "**overall**" in table
+
+
+def test_eval_resumes_where_it_stopped_and_refuses_other_settings(model_dirs, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(model_dirs["critic"]), "--data", str(SAMPLE), "--out", str(out),
+            "--max-new-tokens", "8"]
+    assert main([*args, "--per-subset", "1"]) == 0
+    first = {row["id"]: row for row in map(json.loads, (out / "examples.jsonl").read_text().splitlines())}
+    subsets = {e.subset for e in load_eval_examples(DataConfig(data=str(SAMPLE)))}
+    assert sorted(row["subset"] for row in first.values()) == sorted(subsets)  # one example of each subset
+    capsys.readouterr()
+    assert main([*args, "--per-subset", "2"]) == 0  # a larger sample: only the new examples are evaluated
+    wanted = load_eval_examples(DataConfig(data=str(SAMPLE), per_subset=2))
+    assert f"{len(first)} of {len(wanted)} examples were evaluated earlier" in capsys.readouterr().out
+    second = {row["id"]: row for row in map(json.loads, (out / "examples.jsonl").read_text().splitlines())}
+    assert list(second) == [e.id for e in wanted]
+    assert all(second[key]["details"] == row["details"] for key, row in first.items())  # kept, not redone
+    assert len((out / "progress.jsonl").read_text().splitlines()) == len(second)
+    assert main([*args[:-1], "6", "--per-subset", "2"]) == 2  # other settings: refused, nothing mixed
+    assert "max_new_tokens" in capsys.readouterr().err

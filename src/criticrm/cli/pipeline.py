@@ -115,7 +115,8 @@ def _evaluate(run_dir: Path, stages: StageRunner, evaluation: PipelineEvalConfig
     """Judges of the base model, the standard RM and the Critic-RM on one evaluation file, side by side."""
     if not evaluation.data:
         return None
-    eval_data = dataclasses.replace(data, data=evaluation.data, limit=evaluation.limit)
+    eval_data = dataclasses.replace(data, data=evaluation.data, limit=evaluation.limit,
+                                    per_subset=evaluation.per_subset)
     examples = load_eval_examples(eval_data)
     print(f"evaluation: {len(examples)} examples from {evaluation.data}")
     judge_sampling = dataclasses.replace(sampling, num_critiques=evaluation.judge_num_critiques)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class DataConfig:
     subset_field: str = field(default="subset", metadata={"help": "column naming the subset (reports, template choice)"})
     domain_field: str = field(default="domain", metadata={"help": "column naming the domain: general, safety or reasoning"})
     limit: int | None = field(default=None, metadata={"help": "read only the first N valid pairs"})
+    per_subset: int | None = field(default=None, metadata={
+        "help": "read only the first N valid pairs of each subset: a stratified sample that covers every subset"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip invalid rows (and report how many) instead of stopping"})
     chat_format: str = field(
         default="transcript",
@@ -346,6 +349,7 @@ def load_records(config: DataConfig, normalise: Callable[[dict[str, Any], str], 
     problems: list[Problem] = []
     invalid_rows = 0
     first_seen: dict[str, str] = {}
+    per_subset: Counter[str | None] = Counter()
     rows_read = 0
     for location, row in iter_rows(config.data, config.split):
         if config.limit is not None and len(records) >= config.limit:
@@ -357,7 +361,8 @@ def load_records(config: DataConfig, normalise: Callable[[dict[str, Any], str], 
         if isinstance(result, list):
             invalid_rows += 1
             problems.extend(result)
-        else:
+        elif config.per_subset is None or per_subset[getattr(result, "subset", None)] < config.per_subset:
+            per_subset[getattr(result, "subset", None)] += 1
             first_seen[result.id] = location
             records.append(result)
     if problems and not config.skip_invalid:

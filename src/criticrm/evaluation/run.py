@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from criticrm.errors import ConfigError
 from criticrm.evaluation.data import EvalExample
+from criticrm.evaluation.metrics import ExampleResult
 from criticrm.generation.base import SamplingConfig
 from criticrm.inference.scorer import ScoringConfig
 from criticrm.models.backbone import ModelConfig, display_name
@@ -46,6 +47,8 @@ class PipelineEvalConfig:
     data: str | None = field(default=None, metadata={
         "help": "evaluation file (RewardBench format: prompt/chosen/rejected/subset[/section]); none: no evaluation"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples"})
+    per_subset: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N examples of each subset (a stratified sample)"})
     judges: str = field(default="pointwise,pairwise", metadata={
         "help": "comma-separated judge baselines of the base model to evaluate too (pointwise, pairwise; empty: none)"})
     num_critiques: int = field(default=1, metadata={"help": "critiques per response (m) for the Critic-RM"})
@@ -74,42 +77,127 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
                    generator=None) -> dict:
     """Evaluate and write the report into `out_dir`; returns the report summary.
 
-    `generator` lets a caller share an already loaded judge model (the pipeline does).
+    Resumable: each chunk of finished examples is appended to `out_dir/progress.jsonl`, and a run
+    started again with the same settings evaluates only the examples not there yet (a folder made
+    with other settings is refused, never mixed). `generator` lets a caller share an already loaded
+    judge model (the pipeline does).
     """
     from criticrm.evaluation.eval_report import write_eval_report
+    from criticrm.pipeline.runner import check_stage_settings
 
-    started = time.time()
+    out_dir = Path(out_dir)
     name = default_name(config, model, scoring)
-    if config.judge:
-        results, extra = _judge(examples, config.judge, model, critique, sampling, generator)
-        meta = {"kind": f"judge-{config.judge}", "model": display_name(model.model), "sampling": asdict(sampling),
-                **extra}
-    else:
-        results, meta = _reward_model(examples, config, model, scoring)
-    meta |= {"name": name, "data": data_name, "examples": len(examples), "seconds": round(time.time() - started, 1)}
+    check_stage_settings(out_dir, _result_settings(config, model, scoring, critique, sampling),
+                         "evaluation results")
+    progress = EvalProgress(out_dir)
+    todo = [example for example in examples if example.id not in progress.results]
+    if len(todo) < len(examples):
+        print(f"resuming the evaluation in {out_dir}: {len(examples) - len(todo)} of {len(examples)} "
+              "examples were evaluated earlier")
+    evaluate, meta = (_judge(config.judge, model, critique, sampling, generator) if config.judge
+                      else _reward_model(config, model, scoring))
+    responses = [len(e.chosen) + len(e.rejected) for e in todo]
+    with tqdm(total=sum(responses), unit="response", desc=name, dynamic_ncols=True) as bar:
+        for start in range(0, len(todo), CHUNK_EXAMPLES):
+            started = time.time()
+            chunk = todo[start:start + CHUNK_EXAMPLES]
+            results = evaluate(chunk, bar.update)
+            progress.add(results, time.time() - started)
+    results = [progress.results[example.id] for example in examples]
+    if config.judge == "pairwise":
+        from criticrm.evaluation.judges import position_summary
+
+        meta["position"] = position_summary(results)
+    meta |= {"name": name, "data": data_name, "examples": len(examples), "seconds": round(progress.seconds, 1)}
     return write_eval_report(name, results, out_dir, meta)
 
 
-def _judge(examples, judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: SamplingConfig, generator):
+CHUNK_EXAMPLES = 32  # examples evaluated between two saves of progress.jsonl
+
+
+class EvalProgress:
+    """The finished examples of one evaluation folder, appended chunk by chunk (crash-safe JSONL).
+
+    Each row carries the seconds its chunk took, so a resumed run reports the time of all its parts.
+    """
+
+    def __init__(self, out_dir: Path):
+        from criticrm.data.jsonl import read_jsonl_repairing
+
+        self.path = out_dir / "progress.jsonl"
+        self.results: dict[str, ExampleResult] = {}
+        self.seconds = 0.0
+        for row in read_jsonl_repairing(self.path):
+            self.seconds += row.pop("chunk_seconds", 0.0)
+            result = ExampleResult(**row)
+            self.results[result.id] = result
+
+    def add(self, results: list[ExampleResult], seconds: float) -> None:
+        from criticrm.data.jsonl import append_jsonl
+
+        share = seconds / max(1, len(results))
+        append_jsonl(self.path, ({**asdict(result), "chunk_seconds": share} for result in results))
+        self.results.update((result.id, result) for result in results)
+        self.seconds += seconds
+
+
+def _result_settings(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig, critique: CritiqueConfig,
+                     sampling: SamplingConfig) -> dict:
+    """What decides an example's result, flat so that a refusal can name the setting that changed."""
+    if config.judge:
+        return {"judge": config.judge, "model": display_name(model.model), **_public("critique", critique),
+                **_public("sampling", sampling)}
+    return {"model": str(model.model), "weights": _weights_signature(model.model), "dtype": model.dtype,
+            "samples": config.samples, **_public("scoring", scoring)}
+
+
+def _public(prefix: str, config) -> dict:
+    return {f"{prefix}.{key}": value for key, value in asdict(config).items() if key != "api_key"}
+
+
+def _weights_signature(path: str | None) -> list:
+    """Size and modification time of a model folder's files: a retrained folder is another model."""
+    folder = Path(path or "")
+    if not folder.is_dir():
+        return []
+    return [[item.name, item.stat().st_size, int(item.stat().st_mtime)] for item in sorted(folder.iterdir())
+            if item.is_file()]
+
+
+def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: SamplingConfig, generator):
+    """(evaluate(examples, on_progress) -> results, report metadata) for an LLM-judge baseline."""
     from criticrm.cli.common import generator_for
     from criticrm.evaluation import judges
     from criticrm.prompts.templates import TemplateSet
 
-    not_pairs = [e.id for e in examples if not e.is_pair]
-    if not_pairs:
-        raise ConfigError(f"the {judge} judge compares one chosen with one rejected response; "
-                          f"{len(not_pairs)} example(s) have lists (first: {not_pairs[0]!r}); "
-                          "evaluate best-of-N data with a trained reward model")
     generator = generator or generator_for(critique, model)
-    pairs = [example.as_pair() for example in examples]
+    templates = TemplateSet(critique.template)
+    meta = {"kind": f"judge-{judge}", "model": display_name(model.model), "sampling": asdict(sampling)}
     if judge == "pointwise":
-        results = judges.judge_pointwise(pairs, generator, TemplateSet(critique.template), sampling, critique.score)
-        return results, {"score": critique.score}
-    results, consistency = judges.judge_pairwise(pairs, generator, sampling)
-    return results, {"position": consistency}
+        meta["score"] = critique.score
+    else:
+        template = judges.load_pairwise_template()
+        meta |= {"template": template.name, "template_hash": template.hash}
+
+    def evaluate(examples: list[EvalExample], on_progress) -> list[ExampleResult]:
+        not_pairs = [e.id for e in examples if not e.is_pair]
+        if not_pairs:
+            raise ConfigError(f"the {judge} judge compares one chosen with one rejected response; "
+                              f"example {not_pairs[0]!r} has lists; evaluate best-of-N data with a trained "
+                              "reward model")
+        pairs = [example.as_pair() for example in examples]
+        if judge == "pointwise":
+            results = judges.judge_pointwise(pairs, generator, templates, sampling, critique.score, progress=False)
+        else:
+            results, _ = judges.judge_pairwise(pairs, generator, sampling, progress=False)
+        on_progress(2 * len(pairs))
+        return results
+
+    return evaluate, meta
 
 
-def _reward_model(examples, config: EvalConfig, model: ModelConfig, scoring: ScoringConfig):
+def _reward_model(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig):
+    """(evaluate(examples, on_progress) -> results, report metadata) for a trained reward model."""
     from criticrm.evaluation.reward_model import evaluate_reward_model
     from criticrm.inference.scorer import RewardScorer
 
@@ -117,9 +205,11 @@ def _reward_model(examples, config: EvalConfig, model: ModelConfig, scoring: Sco
         raise ConfigError("pass --model DIR (a trained folder, e.g. runs/demo/train-critic/model) "
                           "or --judge pointwise|pairwise")
     scorer = RewardScorer.from_model_config(model, scoring)
-    total = sum(len(e.chosen) + len(e.rejected) for e in examples)
-    with tqdm(total=total, unit="response", desc="scoring", dynamic_ncols=True) as bar:
-        results = evaluate_reward_model(examples, scorer, scoring.num_critiques, config.samples,
-                                        scoring.temperature, on_progress=bar.update)
-    return results, {"kind": f"reward-model-{scorer.mode}", **scorer.info(), "samples": config.samples,
-                     "temperature": scoring.temperature}
+
+    def evaluate(examples: list[EvalExample], on_progress) -> list[ExampleResult]:
+        return evaluate_reward_model(examples, scorer, scoring.num_critiques, config.samples, scoring.temperature,
+                                     on_progress=on_progress)
+
+    meta = {"kind": f"reward-model-{scorer.mode}", **scorer.info(), "samples": config.samples,
+            "temperature": scoring.temperature}
+    return evaluate, meta

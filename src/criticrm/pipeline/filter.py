@@ -21,6 +21,7 @@ that passes but loses every critique of one side at the critique level (possible
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class FilterConfig:
     critique_margin: float = field(default=0.0, metadata={"help": "keep a chosen critique scoring > mean rejected + this, a rejected one scoring < mean chosen - this"})
     failed_pairs: str = field(default="reward-only", metadata={"help": "pairs failing the instance level: reward-only (kept for the reward loss, no critique supervision) or drop"})
     score_source: str = field(default="parsed-or-probability", metadata={"help": "score of each critique to filter on: parsed-or-probability, parsed or probability"})
+    keep_all: bool = field(default=False, metadata={"help": "no filtering: every scored critique of every pair is kept as an LM target (the ablation)"})
 
     def __post_init__(self):
         if self.failed_pairs not in FAILED_PAIRS_CHOICES:
@@ -113,7 +115,12 @@ class FilterDecision:
 
 def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
                      config: FilterConfig) -> tuple[list[FilterDecision], dict]:
-    """Apply the instance- and critique-level rules; return the kept pairs (input order) and stats."""
+    """Apply the instance- and critique-level rules; return the kept pairs (input order) and stats.
+
+    `keep_all` makes both margins -inf: every pair with critiques on both sides passes with all of them.
+    """
+    instance_margin = -math.inf if config.keep_all else config.instance_margin
+    critique_margin = -math.inf if config.keep_all else config.critique_margin
     wanted = {pair.id for pair in pairs}
     by_pair: dict[str, dict[str, dict[int, CritiqueRecord]]] = defaultdict(lambda: {s: {} for s in SIDES})
     orphans = 0
@@ -146,7 +153,7 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
         decision = FilterDecision(pair=pair, status=PASSED, supervised=True, template=template,
                                   chosen=scored["chosen"], rejected=scored["rejected"],
                                   mean_chosen=means["chosen"], mean_rejected=means["rejected"],
-                                  critique_margin=config.critique_margin)
+                                  critique_margin=critique_margin)
         if means["chosen"] is None or means["rejected"] is None:
             counts[MISSING] += 1
             subset[MISSING] += 1
@@ -155,7 +162,7 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
             subset["agree"] += 1
         elif means["chosen"] == means["rejected"]:
             subset["tie"] += 1
-        if means["chosen"] > means["rejected"] + config.instance_margin:
+        if means["chosen"] > means["rejected"] + instance_margin:
             kept = {side: [c for c in scored[side] if decision.agrees(side, c.score)] for side in SIDES}
             for side in SIDES:
                 side_counts[side]["considered"] += len(scored[side])
@@ -211,7 +218,8 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
             for name, s in sorted(subsets.items())
         },
         "settings": {"instance_margin": config.instance_margin, "critique_margin": config.critique_margin,
-                     "failed_pairs": config.failed_pairs, "score_source": config.score_source},
+                     "failed_pairs": config.failed_pairs, "score_source": config.score_source,
+                     "keep_all": config.keep_all},
     }
     return decisions, stats
 

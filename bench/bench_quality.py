@@ -1,0 +1,174 @@
+"""Reward-model quality on ../shared/data/dev_sections.jsonl: issue 5's comparison table and ablations.
+
+Every model is the default backbone trained on the same pairs: those of a finished `criticrm pipeline`
+run (by default `configs/bench_train300.yaml`, whose run folder is `runs/train300`). Each entry is one
+`criticrm eval` into OUT/<entry>/; an ablation first builds its own training data and model with the
+same CLI and the same config, changing one setting. Every step is a subprocess that resumes where it
+stopped, so the script can be run again after an interruption (or with more entries) at no loss.
+
+    python bench/bench_quality.py --per-subset 8                      # every entry
+    python bench/bench_quality.py --per-subset 8 --entries critic-m1 standard
+
+Entries:
+- judge-pointwise / judge-pairwise: the base model as an LLM judge (one greedy sample per response or
+  order; the pairwise judge is asked in both orders);
+- standard / critic-m1 / critic-m4: the pipeline's standard RM and Critic-RM (m = 1 greedy; m = 4
+  sampled at T = 0.8, which also gives the m = 1, 2 sampled points of the m-scaling curve);
+- lambda-constant / lambda-reverse: Critic-RM trained with lambda fixed at 0.5 (the mean of the default
+  cosine 0.9 -> 0.1, so only the schedule's shape differs) or rising 0.1 -> 0.9;
+- no-filter: no consistency filtering (`filter --keep-all`), then the run's refinement;
+- refine-none / refine-summarize: the run's filtered critiques with another refinement strategy.
+
+`--per-subset K` evaluates the first K pairs of every subset (a stratified sample; the file has 28
+subsets), so sections are estimated from every subset at a fraction of the cost. Results: OUT/quality.json
+(one record per entry, merged across runs) and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class Entry:
+    name: str
+    label: str
+    eval_args: list[str]  # what `criticrm eval` is given besides --data/--out/--per-subset
+    model_dir: str | None = None  # the trained folder this entry evaluates (None: a judge of the base model)
+    prepare: list[list[str]] = field(default_factory=list)  # criticrm commands that build model_dir
+
+
+def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
+    """The table's rows, in order; every path derives from the pipeline run and the ablations folder."""
+    judge = ["--judge-num-critiques", "1", "--judge-temperature", "0"]
+    critic, standard = run_dir / "train-critic" / "model", run_dir / "train-standard" / "model"
+    train = ["train", "--config", str(config)]
+
+    def ablation(name: str, label: str, data: Path, train_flags: list[str], steps: list[list[str]]) -> Entry:
+        out = work / name / "train-critic"
+        return Entry(name, label, ["--name", label], str(out / "model"),
+                     [*steps, [*train, "--data", str(data), "--out", str(out), *train_flags]])
+
+    refine = ["refine", "--config", str(config)]
+    return [
+        Entry("judge-pointwise", "judge, pointwise", ["--judge", "pointwise", *judge]),
+        Entry("judge-pairwise", "judge, pairwise", ["--judge", "pairwise", *judge]),
+        Entry("standard", "standard RM", ["--name", "standard RM"], str(standard)),
+        Entry("critic-m1", "Critic-RM, m=1", ["--name", "Critic-RM, m=1"], str(critic)),
+        Entry("critic-m4", "Critic-RM, m=4", ["--name", "Critic-RM, m=4", "--num-critiques", "4"], str(critic)),
+        ablation("lambda-constant", "λ constant 0.5", run_dir / "refine",
+                 ["--lambda-schedule", "constant", "--lambda-start", "0.5"], []),
+        ablation("lambda-reverse", "λ reverse 0.1→0.9", run_dir / "refine", ["--lambda-schedule", "reverse"], []),
+        ablation("no-filter", "no filtering", work / "no-filter" / "refine", [], [
+            ["filter", "--config", str(config), "--critiques", str(run_dir / "critiques"),
+             "--out", str(work / "no-filter" / "filter"), "--keep-all"],
+            [*refine, "--in", str(work / "no-filter" / "filter"), "--out", str(work / "no-filter" / "refine")]]),
+        ablation("refine-none", "refine: none", work / "refine-none" / "refine", [], [
+            [*refine, "--in", str(run_dir / "filter"), "--out", str(work / "refine-none" / "refine"),
+             "--strategy", "none"]]),
+        ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine", [], [
+            [*refine, "--in", str(run_dir / "filter"), "--out", str(work / "refine-summarize" / "refine"),
+             "--strategy", "summarize"]]),
+    ]
+
+
+def criticrm(args: list[str], log: Path) -> float:
+    """Run one criticrm command (its output appended to `log`); return its wall time in seconds."""
+    started = time.perf_counter()
+    with log.open("a") as handle:
+        handle.write(f"\n$ criticrm {' '.join(args)}\n")
+        handle.flush()
+        result = subprocess.run([sys.executable, "-m", "criticrm", *args], stdout=handle, stderr=subprocess.STDOUT,
+                                cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"criticrm {' '.join(args)} failed (exit {result.returncode}); see {log}")
+    return time.perf_counter() - started
+
+
+def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
+    report = json.loads((report_dir / "report.json").read_text())
+    summary, meta = report["summary"], report["meta"]
+    row = {"entry": entry.name, "label": entry.label, "model": entry.model_dir or meta.get("model"),
+           "examples": summary["n"], "overall": summary["overall"], "accuracy": summary["accuracy"],
+           "sections": summary["sections"],
+           "ties": summary.get("ties"), "invalid": summary.get("invalid"), "eval_seconds": meta["seconds"],
+           "report": str(report_dir / "report.json")}
+    if summary.get("m_scaling"):
+        row["m_scaling"] = summary["m_scaling"]
+    if meta.get("position"):
+        row["position"] = meta["position"]
+    if entry.prepare:
+        row["prepare_seconds_this_run"] = round(prepare_seconds, 1)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    sections = sorted({name for row in rows for name in row["sections"]})
+    head = "| model | " + " | ".join(sections) + " | overall | pairs |"
+    lines = [head, "|" + "---|" * (len(sections) + 3)]
+    for row in rows:
+        cells = [_percent(row["sections"].get(name)) for name in sections]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | **{_percent(row['overall'])}** | "
+                     f"{row['examples']} |")
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    if isinstance(value, dict):
+        value = value.get("score", value.get("accuracy"))
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "train300",
+                        help="a finished pipeline run (critiques, filter, refine, train-critic, train-standard)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "bench_train300.yaml",
+                        help="the run's config: ablations train with its settings")
+    parser.add_argument("--data", type=Path, default=SHARED / "dev_sections.jsonl")
+    parser.add_argument("--per-subset", type=int, default=None, help="evaluate the first K pairs of each subset")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality-ablations",
+                        help="where ablations keep their data and models")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
+    parser.add_argument("--entries", nargs="+", default=None, help="run only these entries (default: all)")
+    args = parser.parse_args()
+
+    table = entries(args.run_dir, args.config, args.work)
+    unknown = set(args.entries or []) - {entry.name for entry in table}
+    if unknown:
+        parser.error(f"unknown entries {sorted(unknown)}; known: {', '.join(e.name for e in table)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "quality.json"
+    stored = json.loads(results_path.read_text()) if results_path.exists() else {"entries": {}}
+    log = args.out / "quality.log"
+    sample = ["--per-subset", str(args.per_subset)] if args.per_subset else []
+    for entry in table:
+        if args.entries and entry.name not in args.entries:
+            continue
+        print(f"[{entry.name}] {entry.label}", flush=True)
+        prepare_seconds = sum(criticrm(step, log) for step in entry.prepare)
+        model = ["--model", entry.model_dir] if entry.model_dir else []
+        report_dir = args.out / entry.name
+        criticrm(["eval", "--data", str(args.data), "--out", str(report_dir), *sample, *model, *entry.eval_args],
+                 log)
+        stored["entries"][entry.name] = record(entry, report_dir, prepare_seconds)
+        stored |= {"data": str(args.data), "per_subset": args.per_subset, "run_dir": str(args.run_dir),
+                   "updated": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        results_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False))
+        print(f"  overall {_percent(stored['entries'][entry.name]['overall'])} "
+              f"on {stored['entries'][entry.name]['examples']} pairs", flush=True)
+    order = [entry.name for entry in table]
+    print(markdown([stored["entries"][name] for name in order if name in stored["entries"]]))
+
+
+if __name__ == "__main__":
+    main()
