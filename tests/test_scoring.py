@@ -186,3 +186,11 @@ def test_eval_resumes_where_it_stopped_and_refuses_other_settings(model_dirs, tm
     assert len((out / "progress.jsonl").read_text().splitlines()) == len(second)
     assert main([*args[:-1], "6", "--per-subset", "2"]) == 2  # other settings: refused, nothing mixed
     assert "max_new_tokens" in capsys.readouterr().err
+
+
+def test_judges_refuse_best_of_n_lists_before_loading_a_model(tmp_path, capsys):
+    path = tmp_path / "rb2.jsonl"
+    path.write_text(json.dumps({"id": "a", "prompt": "p", "chosen": ["right"], "rejected": ["x", "y"]}) + "\n")
+    assert main(["eval", "--judge", "pairwise", "--data", str(path), "--out", str(tmp_path / "out"),
+                 "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "1 example(s) have lists (first: 'a')" in capsys.readouterr().err

@@ -87,6 +87,11 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
 
     out_dir = Path(out_dir)
     name = default_name(config, model, scoring)
+    not_pairs = [e.id for e in examples if not e.is_pair]
+    if config.judge and not_pairs:
+        raise ConfigError(f"the {config.judge} judge compares one chosen with one rejected response; "
+                          f"{len(not_pairs)} example(s) have lists (first: {not_pairs[0]!r}); "
+                          "evaluate best-of-N data with a trained reward model")
     check_stage_settings(out_dir, _result_settings(config, model, scoring, critique, sampling),
                          "evaluation results")
     progress = EvalProgress(out_dir)
@@ -180,11 +185,6 @@ def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: S
         meta |= {"template": template.name, "template_hash": template.hash}
 
     def evaluate(examples: list[EvalExample], on_progress) -> list[ExampleResult]:
-        not_pairs = [e.id for e in examples if not e.is_pair]
-        if not_pairs:
-            raise ConfigError(f"the {judge} judge compares one chosen with one rejected response; "
-                              f"example {not_pairs[0]!r} has lists; evaluate best-of-N data with a trained "
-                              "reward model")
         pairs = [example.as_pair() for example in examples]
         if judge == "pointwise":
             results = judges.judge_pointwise(pairs, generator, templates, sampling, critique.score, progress=False)
