@@ -33,25 +33,24 @@ def decode(model, input_ids: torch.Tensor, attention: torch.Tensor, cache, *, ma
     next_ids = input_ids[:, -1:]
     positions = (attention.sum(dim=1, keepdim=True) - 1).clamp(min=0)
     mask = attention
-    finished_since_compaction = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)  # ended, not yet dropped
     for _ in range(max_new_tokens):
         logits = model(input_ids=next_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1].float()
         tokens = _pick(logits, temperature, nucleus)
-        done = torch.isin(tokens, eos) | finished_since_compaction
-        for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
-            if not generated[row] or generated[row][-1] not in eos_ids:
+        for row, token, ended in zip(alive.tolist(), tokens.tolist(), finished.tolist(), strict=True):
+            if not ended:
                 generated[row].append(token)
-        if bool(done.all()):
+        finished = finished | torch.isin(tokens, eos)
+        if bool(finished.all()):
             break
-        finished_since_compaction = done
         next_ids, positions = tokens[:, None], positions + 1
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        if int(done.sum()) * COMPACT_FRACTION >= len(alive):
-            keep = (~done).nonzero().squeeze(1)
+        if int(finished.sum()) * COMPACT_FRACTION >= len(alive):
+            keep = (~finished).nonzero().squeeze(1)
             _select_rows(cache, keep)
             alive, next_ids, positions, mask = alive[keep], next_ids[keep], positions[keep], mask[keep]
-            finished_since_compaction = finished_since_compaction[keep]
+            finished = finished[keep]
     return generated
 
 
