@@ -78,12 +78,11 @@ class HFGenerator:
                             temperature=sampling.temperature, top_p=sampling.top_p)
         del generation_cache
         texts, lengths, finished = [], [], []
-        for row in new_tokens:
-            end = next((i for i, token in enumerate(row) if token in self.eos_ids), None)
-            content = row if end is None else row[:end]
-            texts.append(self.tokenizer.decode(content, skip_special_tokens=True).strip())
-            lengths.append(len(content) + (0 if end is None else 1))
-            finished.append(end is not None)
+        for row in new_tokens:  # decode() stops a row at its end-of-sequence token
+            ended = bool(row) and row[-1] in self.eos_ids
+            texts.append(self.tokenizer.decode(row[:-1] if ended else row, skip_special_tokens=True).strip())
+            lengths.append(len(row))
+            finished.append(ended)
         probabilities = (self._probability_scores(input_ids, attention, prompt_cache, texts, score_prefix, n)
                          if score_prefix else [None] * len(texts))
         prompt_lengths = [len(p) for p in prompts]
