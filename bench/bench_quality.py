@@ -8,6 +8,7 @@ stopped, so the script can be run again after an interruption (or with more entr
 
     python bench/bench_quality.py --per-subset 8                      # every entry
     python bench/bench_quality.py --per-subset 8 --entries critic-m1 standard
+    python bench/bench_quality.py --entries                          # only rewrite the table (quality.md)
 
 Entries:
 - judge-pointwise / judge-pairwise: the base model as an LLM judge (one greedy sample per response or
@@ -33,6 +34,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from criticrm.evaluation.eval_report import load_examples
+from criticrm.evaluation.paired import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -111,15 +115,25 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
     return row
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], reference: str = "standard") -> str:
+    """The table; each row also gets its overall difference from the `reference` entry with a 95% paired,
+    subset-stratified bootstrap interval (on a few hundred pairs a few points can be noise)."""
     sections = sorted({name for row in rows for name in row["sections"]})
-    head = "| model | " + " | ".join(sections) + " | overall | pairs |"
-    lines = [head, "|" + "---|" * (len(sections) + 3)]
+    base = next((row for row in rows if row["entry"] == reference), None)
+    head = "| model | " + " | ".join(sections) + f" | overall | Δ vs {base['label'] if base else reference} | pairs |"
+    lines = [head, "|" + "---|" * (len(sections) + 4)]
     for row in rows:
         cells = [_percent(row["sections"].get(name)) for name in sections]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | **{_percent(row['overall'])}** | "
-                     f"{row['examples']} |")
+                     f"{_difference(base, row)} | {row['examples']} |")
     return "\n".join(lines)
+
+
+def _difference(base: dict | None, row: dict) -> str:
+    if base is None or base is row:
+        return "–"
+    paired = paired_bootstrap(load_examples(Path(base["report"])), load_examples(Path(row["report"])))
+    return f"{100 * paired.difference:+.1f} [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}]"
 
 
 def _percent(value) -> str:
@@ -139,7 +153,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality-ablations",
                         help="where ablations keep their data and models")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
-    parser.add_argument("--entries", nargs="+", default=None, help="run only these entries (default: all)")
+    parser.add_argument("--entries", nargs="*", default=None,
+                        help="run only these entries (default: all; none: only rewrite the table of stored results)")
     args = parser.parse_args()
 
     table = entries(args.run_dir, args.config, args.work)
@@ -152,7 +167,7 @@ def main() -> None:
     log = args.out / "quality.log"
     sample = ["--per-subset", str(args.per_subset)] if args.per_subset else []
     for entry in table:
-        if args.entries and entry.name not in args.entries:
+        if args.entries is not None and entry.name not in args.entries:
             continue
         print(f"[{entry.name}] {entry.label}", flush=True)
         prepare_seconds = sum(criticrm(step, log) for step in entry.prepare)
@@ -167,7 +182,9 @@ def main() -> None:
         print(f"  overall {_percent(stored['entries'][entry.name]['overall'])} "
               f"on {stored['entries'][entry.name]['examples']} pairs", flush=True)
     order = [entry.name for entry in table]
-    print(markdown([stored["entries"][name] for name in order if name in stored["entries"]]))
+    text = markdown([stored["entries"][name] for name in order if name in stored["entries"]])
+    (args.out / "quality.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

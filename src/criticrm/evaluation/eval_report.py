@@ -4,7 +4,8 @@
 run's metadata: what a comparison reads), `report.md` (the same for people), `examples.jsonl` (one row
 per example: scores, credit, tie, critiques, so every number can be recomputed or inspected), and PNG
 plots. `report.json` is written last, so its presence means the folder is complete.
-`compare_reports` puts several `report.json` files side by side.
+`compare_reports` puts several `report.json` files side by side and, where their `examples.jsonl` are
+there, says how sure each difference from the first report is (`paired.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from criticrm.data.jsonl import write_jsonl
 from criticrm.errors import CriticRMError
 from criticrm.evaluation.metrics import CALIBRATION_BINS, ExampleResult, credit, summarize
+from criticrm.evaluation.paired import PairedDifference, paired_bootstrap
 from criticrm.evaluation.plots import grouped_bars, pyplot
 from criticrm.formatting import percent
 
@@ -73,11 +75,35 @@ def load_report(path: Path) -> dict:
     return report
 
 
+def load_examples(path: Path) -> list[ExampleResult] | None:
+    """The per-example results beside a `report.json` (its `examples.jsonl`); None if that file is gone."""
+    rows_file = report_path(path).parent / "examples.jsonl"
+    if not rows_file.is_file():
+        return None
+
+    def scores(values: list) -> list[float]:
+        return [math.nan if value is None else float(value) for value in values]
+
+    results = []
+    for line_number, line in enumerate(rows_file.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            results.append(ExampleResult(id=str(row["id"]), subset=row["subset"], section=row.get("section"),
+                                         chosen=scores(row["chosen"]), rejected=scores(row["rejected"]),
+                                         chosen_chars=row["chosen_chars"], rejected_chars=row["rejected_chars"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise EvalReportError(f"{rows_file}:{line_number}: not an example row of `criticrm eval` "
+                                  f"({type(error).__name__}: {error})") from None
+    return results
+
+
 def compare_reports(paths: list[Path], out: Path | None = None) -> str:
     """A Markdown table of several reports side by side: rows overall, sections, subsets; columns models.
 
-    A cell a report lacks shows "–". With `out` (a folder), also writes `compare.md` and a grouped bar
-    chart of the section scores, `sections_compare.png`.
+    A cell a report lacks shows "–". Every report after the first also gets its overall difference from
+    the first with a 95% paired bootstrap interval, when both folders still hold their `examples.jsonl`
+    and share example ids. With `out` (a folder), also writes `compare.md` and a grouped bar chart of the
+    section scores, `sections_compare.png`.
     """
     if not paths:
         raise EvalReportError("no reports to compare")
@@ -97,6 +123,10 @@ def compare_reports(paths: list[Path], out: Path | None = None) -> str:
              row("**overall**", [_percent(s.get("overall")) for s in summaries]),
              row("n", [s.get("n") for s in summaries]),
              row("weighting", [s.get("weighting") for s in summaries])]
+    differences = _differences_from_first(files)
+    if any(differences):
+        lines += [row(f"Δ overall vs {_cell(columns[0])} (95% paired bootstrap)", [_difference(d) for d in differences]),
+                  row(f"resamples ahead of {_cell(columns[0])}", [_ahead(d) for d in differences])]
     lines += [row(f"**{_cell(name)}**", [_percent(s.get("sections", {}).get(name, {}).get("score")) for s in summaries])
               for name in sections]
     lines += [row(_cell(name), [_percent(s.get("subsets", {}).get(name, {}).get("accuracy")) for s in summaries])
@@ -110,6 +140,29 @@ def compare_reports(paths: list[Path], out: Path | None = None) -> str:
             text += "\n![section scores per model](sections_compare.png)\n"
         (out / "compare.md").write_text(text, encoding="utf-8")
     return table
+
+
+def _differences_from_first(files: list[Path]) -> list[PairedDifference | None]:
+    """None for the first report and for any report whose examples cannot be paired with the first's."""
+    base = load_examples(files[0]) if len(files) > 1 else None
+    differences: list[PairedDifference | None] = [None]
+    for file in files[1:]:
+        other = load_examples(file) if base else None
+        try:
+            differences.append(paired_bootstrap(base, other) if other else None)
+        except ValueError:  # no common example ids: not the same evaluation data
+            differences.append(None)
+    return differences
+
+
+def _difference(paired: PairedDifference | None) -> str | None:
+    if paired is None:
+        return None
+    return f"{100 * paired.difference:+.1f} [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}] on {paired.n}"
+
+
+def _ahead(paired: PairedDifference | None) -> str | None:
+    return None if paired is None else f"{100 * paired.ahead:.0f}%"
 
 
 def _example_row(result: ExampleResult) -> dict:
