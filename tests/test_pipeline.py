@@ -43,6 +43,8 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
     table = (tmp_path / "run" / "comparison" / "compare.md").read_text()
     for name in ("judge-pointwise", "judge-pairwise", "standard RM", "Critic-RM (m=1)"):
         assert name in table and name in first
+    assert table.splitlines()[2].startswith("| | standard RM | judge-pointwise |")
+    assert "| Δ overall vs standard RM (95% paired bootstrap) | – | " in table
     assert main(["pipeline", "--config", str(config)]) == 0
     second = capsys.readouterr().out
     assert second.count("skipped") >= len(STAGES) and "Critic-RM (m=1)" in second

@@ -134,7 +134,10 @@ def _evaluate(run_dir: Path, stages: StageRunner, evaluation: PipelineEvalConfig
                                   data_name=evaluation.data, generator=shared)
 
         stages.run(stage, _settings(evaluation, config, scoring, stage_sampling, stage_model), eval_stage)
-    table = compare_reports([run_dir / stage / "report.json" for stage, *_ in runs], run_dir / "comparison")
+    # The standard RM comes first: every other column is then given its difference from it (the paper's
+    # comparison), with a paired bootstrap interval.
+    order = ["eval-standard", *(stage for stage, *_ in runs if stage != "eval-standard")]
+    table = compare_reports([run_dir / stage / "report.json" for stage in order], run_dir / "comparison")
     print(table)
     return run_dir / "comparison"
 
