@@ -4,7 +4,7 @@ Two reports on one evaluation set differ by overall_B - overall_A, and on a few 
 difference carries several points of sampling error. Resampling the examples with replacement and
 recomputing *both* overall scores on the same resample keeps the pairing: examples both models find easy
 or hard cancel out, so when the models agree on what is hard the interval is much tighter than two
-separate error bars would suggest (and no wider when they do not).
+separate error bars would suggest (and about as wide when their errors are unrelated).
 Resampling is done within each subset, keeping every subset's size: that is how `--per-subset` draws the
 evaluation set, and the overall score is a mean over subsets and sections, not over examples.
 
