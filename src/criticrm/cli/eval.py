@@ -31,7 +31,9 @@ def register(subparsers) -> None:
                                    description=__doc__)
     parser.add_argument("--out", type=Path, help="report folder (report.md, report.json, examples.jsonl, plots)")
     parser.add_argument("--compare", type=Path, nargs="+", metavar="REPORT_JSON",
-                        help="print a side-by-side table of finished reports instead of evaluating")
+                        help="print a side-by-side table of finished reports instead of evaluating; every "
+                             "report after the first gets its overall difference from the first, with a 95%% "
+                             "paired bootstrap interval")
     add_options(parser, SECTIONS)
     parser.set_defaults(handler=handle)
 
