@@ -8,18 +8,26 @@ from pathlib import Path
 
 import pytest
 
+from criticrm.data.readers import DataConfig
 from criticrm.data.schema import PreferencePair
+from criticrm.evaluation.data import load_eval_examples
+from criticrm.evaluation.eval_report import load_examples, write_eval_report
 from criticrm.evaluation.judges import (
     ORDERS,
     judge_order,
     judge_pairwise,
     judge_pointwise,
     position_summary,
+    revote_pairwise,
     verdict_choices,
     verdict_continuation,
 )
-from criticrm.evaluation.metrics import ExampleResult, credit
+from criticrm.evaluation.metrics import ExampleResult, credit, summarize
+from criticrm.evaluation.run import EvalConfig, run_evaluation
 from criticrm.generation.base import Completion, ProbabilityScore, SamplingConfig
+from criticrm.inference.scorer import ScoringConfig
+from criticrm.models.backbone import ModelConfig
+from criticrm.pipeline.critique import CritiqueConfig
 from criticrm.prompts.pairwise import load_pairwise_template, parse_verdict, strip_verdict
 from criticrm.prompts.templates import TemplateError, TemplateSet
 
@@ -239,6 +247,55 @@ def test_probability_verdict_fills_in_or_replaces_the_written_one():
     parsed_only = make()
     results, _ = judge_pairwise(PAIRS[:1], parsed_only, ONE, progress=False, verdict_source="parsed")
     assert results[0].chosen == [0.75] and parsed_only.continuations == []
+
+
+def test_a_stored_run_re_read_under_each_verdict_source_is_that_run_judged_again(tmp_path):
+    """`revote_pairwise` over a written and reloaded report equals judging again with the other source."""
+    def make():  # a position-biased writer (A wins unless the answer is "bad 2!") with content-aware probabilities
+        return ScriptedScorer(lambda a, b: "Verdict: B" if a == "bad 2!" else "Hmm, A.\nVerdict: A" if a != "good 1"
+                              else "no verdict", lambda a, b: [0.7, 0.3] if a.startswith("good") else [0.45, 0.55])
+
+    results, _ = judge_pairwise(PAIRS, make(), ONE, progress=False)
+    write_eval_report("pairwise", results, tmp_path, {})
+    stored = load_examples(tmp_path)
+    assert summarize(stored) == summarize(results)
+    for source in ("parsed-or-probability", "parsed", "probability"):
+        judged, _ = judge_pairwise(PAIRS, make(), ONE, progress=False, verdict_source=source)
+        revoted = revote_pairwise(stored, source)
+        # votes, verdicts and sources alike (a "parsed" judge never asks for probabilities; the stored run has them)
+        assert [_without_probabilities(r) for r in revoted] == [_without_probabilities(r) for r in judged]
+        positions = [{key: position_summary(rs)[key] for key in ("consistency", "a_share", "undecided_orders")}
+                     for rs in (revoted, judged)]
+        assert positions[0] == positions[1]
+    assert [r.chosen for r in revote_pairwise(stored, "probability")] == [[pytest.approx(0.625)]] * 3  # (0.7 + 0.55) / 2
+    with pytest.raises(ValueError, match="verdict_source"):
+        revote_pairwise(stored, "votes")
+    parsed_run, _ = judge_pairwise(PAIRS[:1], make(), ONE, progress=False, verdict_source="parsed")
+    assert revote_pairwise(parsed_run, "parsed")[0].chosen == parsed_run[0].chosen
+    with pytest.raises(ValueError, match="p0: judged with --score parsed"):
+        revote_pairwise(parsed_run, "probability")
+    with pytest.raises(ValueError, match="p9: not a pairwise-judge result"):
+        revote_pairwise([ExampleResult("p9", "s", None, [1.0], [0.0], [1], [1])], "parsed")
+
+
+def test_eval_judges_pairwise_with_the_score_flag(tmp_path):
+    """`criticrm eval --judge pairwise --score probability` votes with probabilities, and the report says so."""
+    examples = load_eval_examples(DataConfig(data=str(SAMPLE), limit=2))
+    summary = run_evaluation(examples, EvalConfig(judge="pairwise"), ModelConfig(), ScoringConfig(),
+                             CritiqueConfig(score="probability"), ONE, tmp_path,
+                             generator=ScriptedScorer(lambda a, b: "Verdict: A", lambda a, b: [0.3, 0.7]))
+    rows = [json.loads(line) for line in (tmp_path / "examples.jsonl").read_text().splitlines()]
+    assert {sample["source"] for row in rows for order in ORDERS for sample in row["details"][order]["samples"]} \
+        == {"probability"}
+    assert [row["probability"] for row in rows] == [pytest.approx(0.5)] * 2  # (0.3 + 0.7) / 2: no written "A"
+    assert json.loads((tmp_path / "report.json").read_text())["meta"]["score"] == "probability"
+    assert summary["ties"] == 2
+
+
+def _without_probabilities(result: ExampleResult) -> tuple:
+    orders = {order: [{k: v for k, v in row.items() if k != "choice_probabilities"}
+                      for row in result.details[order]["samples"]] for order in ORDERS}
+    return result.id, result.chosen, result.rejected, result.probability, orders
 
 
 def test_judge_order_reads_positions_relative_to_the_chosen_response():

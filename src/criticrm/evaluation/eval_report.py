@@ -76,7 +76,11 @@ def load_report(path: Path) -> dict:
 
 
 def load_examples(path: Path) -> list[ExampleResult] | None:
-    """The per-example results beside a `report.json` (its `examples.jsonl`); None if that file is gone."""
+    """The per-example results beside a `report.json` (its `examples.jsonl`); None if that file is gone.
+
+    Everything `summarize` reads comes back (scores, lengths, probability, per-critique samples) with
+    the details, so a stored run can be re-summarized or re-read (`judges.revote_pairwise`).
+    """
     rows_file = report_path(path).parent / "examples.jsonl"
     if not rows_file.is_file():
         return None
@@ -84,13 +88,20 @@ def load_examples(path: Path) -> list[ExampleResult] | None:
     def scores(values: list) -> list[float]:
         return [math.nan if value is None else float(value) for value in values]
 
+    def samples(values: list | None) -> list[list[float]] | None:
+        return None if values is None else [scores(response) for response in values]
+
     results = []
     for line_number, line in enumerate(rows_file.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             row = json.loads(line)
             results.append(ExampleResult(id=str(row["id"]), subset=row["subset"], section=row.get("section"),
                                          chosen=scores(row["chosen"]), rejected=scores(row["rejected"]),
-                                         chosen_chars=row["chosen_chars"], rejected_chars=row["rejected_chars"]))
+                                         chosen_chars=row["chosen_chars"], rejected_chars=row["rejected_chars"],
+                                         probability=row.get("probability"),
+                                         chosen_samples=samples(row.get("chosen_samples")),
+                                         rejected_samples=samples(row.get("rejected_samples")),
+                                         details=row.get("details") or {}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise EvalReportError(f"{rows_file}:{line_number}: not an example row of `criticrm eval` "
                                   f"({type(error).__name__}: {error})") from None

@@ -125,17 +125,44 @@ def judge_pairwise(pairs: list[PreferencePair], generator: Generator, sampling: 
         for (pair, order, _), samples in zip(chunk, outputs, strict=True):
             orders[pair.id, order] = judge_order(order, samples, verdict_source)
 
-    results = []
-    for pair in pairs:
-        votes = [orders[pair.id, order]["vote"] for order in ORDERS]
-        vote = sum(votes) / len(votes)
-        results.append(ExampleResult(
-            id=pair.id, subset=pair.subset or "all", section=pair.section,
-            chosen=[vote], rejected=[1.0 - vote],
-            chosen_chars=[len(pair.chosen)], rejected_chars=[len(pair.rejected)], probability=vote,
-            details={order: orders[pair.id, order] for order in ORDERS},
-        ))
+    results = [_pairwise_result({order: orders[pair.id, order] for order in ORDERS}, id=pair.id,
+                                subset=pair.subset or "all", section=pair.section,
+                                chosen_chars=[len(pair.chosen)], rejected_chars=[len(pair.rejected)])
+               for pair in pairs]
     return results, {"template": template.name, "template_hash": template.hash, **position_summary(results)}
+
+
+def revote_pairwise(results: Sequence[ExampleResult], verdict_source: str) -> list[ExampleResult]:
+    """Pairwise-judge results as another `verdict_source` would have voted, from what their details keep.
+
+    Every sample keeps its verdict text and its [P(A), P(B)], so this is exactly the result of judging
+    again with that source (same greedy texts, same probabilities) without generating anything: a
+    long judge run can be read under every policy. Results judged with `parsed` kept no probabilities,
+    so they can be re-read only under `parsed` (anything else raises ValueError).
+    """
+    if verdict_source not in VERDICT_SOURCES:
+        raise ValueError(f"verdict_source must be one of {', '.join(VERDICT_SOURCES)}, "
+                         f"got {verdict_source!r}")
+    revoted = []
+    for result in results:
+        if any(order not in result.details for order in ORDERS):
+            raise ValueError(f"example {result.id}: not a pairwise-judge result (no {' / '.join(ORDERS)} details)")
+        samples = {order: [(row["text"], row["choice_probabilities"]) for row in result.details[order]["samples"]]
+                   for order in ORDERS}
+        if verdict_source != "parsed" and any(p is None for rows in samples.values() for _, p in rows):
+            raise ValueError(f"example {result.id}: judged with --score parsed, so it kept no verdict "
+                             f"probabilities to re-read under {verdict_source!r}")
+        orders = {order: judge_order(order, rows, verdict_source) for order, rows in samples.items()}
+        revoted.append(_pairwise_result(orders, id=result.id, subset=result.subset, section=result.section,
+                                        chosen_chars=result.chosen_chars, rejected_chars=result.rejected_chars))
+    return revoted
+
+
+def _pairwise_result(orders: dict[str, dict], **example) -> ExampleResult:
+    """The pair's result from its two orders' votes: chosen scores their mean, rejected one minus it;
+    `example` names the pair (id, subset, section, chosen_chars, rejected_chars)."""
+    vote = sum(orders[order]["vote"] for order in ORDERS) / len(ORDERS)
+    return ExampleResult(chosen=[vote], rejected=[1.0 - vote], probability=vote, details=orders, **example)
 
 
 def verdict_choices(prefix: str) -> tuple[str, ...]:

@@ -177,10 +177,9 @@ def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: S
 
     generator = generator or generator_for(critique, model)
     templates = TemplateSet(critique.template)
-    meta = {"kind": f"judge-{judge}", "model": display_name(model.model), "sampling": asdict(sampling)}
-    if judge == "pointwise":
-        meta["score"] = critique.score
-    else:
+    meta = {"kind": f"judge-{judge}", "model": display_name(model.model), "sampling": asdict(sampling),
+            "score": critique.score}
+    if judge == "pairwise":
         template = judges.load_pairwise_template()
         meta |= {"template": template.name, "template_hash": template.hash}
 
@@ -189,7 +188,8 @@ def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: S
         if judge == "pointwise":
             results = judges.judge_pointwise(pairs, generator, templates, sampling, critique.score, progress=False)
         else:
-            results, _ = judges.judge_pairwise(pairs, generator, sampling, progress=False)
+            results, _ = judges.judge_pairwise(pairs, generator, sampling, progress=False,
+                                               verdict_source=critique.score)
         on_progress(2 * len(pairs))
         return results
 

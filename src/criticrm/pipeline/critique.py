@@ -44,7 +44,7 @@ class CritiqueConfig:
     batch_size: int = field(default=32, metadata={"help": "sequences generated together (prompts x N); records are written after each batch"})
     template: str | None = field(default=None, metadata={"help": "force one judge template: general, safety, reasoning or a YAML file (default: per pair domain/subset)"})
     few_shot: bool = field(default=True, metadata={"help": "show the template's example critiques (small base models need them)"})
-    score: str = field(default="parsed-or-probability", metadata={"help": "score each record uses: parsed-or-probability, parsed or probability"})
+    score: str = field(default="parsed-or-probability", metadata={"help": "score each record (and each pairwise-judge verdict) uses: parsed-or-probability, parsed or probability"})
 
     def __post_init__(self):
         if self.backend not in ("huggingface", "openai"):
