@@ -13,6 +13,9 @@ stopped, so the script can be run again after an interruption (or with more entr
 Entries:
 - judge-pointwise / judge-pairwise: the base model as an LLM judge (one greedy sample per response or
   order; the pairwise judge is asked in both orders);
+- judge-pairwise-prob: the same pairwise run read with `--score probability` (each order votes
+  P(chosen's letter) / (P(A) + P(B)) instead of its written verdict), re-read from the stored run by
+  `judges.revote_pairwise` with no generation: identical to judging again with that flag;
 - standard / critic-m1 / critic-m4: the pipeline's standard RM and Critic-RM (m = 1 greedy; m = 4
   sampled at T = 0.8, which also gives the m = 1, 2 sampled points of the m-scaling curve);
 - lambda-constant / lambda-reverse: Critic-RM trained with lambda fixed at 0.5 (the mean of the default
@@ -35,7 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from criticrm.evaluation.eval_report import load_examples
+from criticrm.evaluation.eval_report import load_examples, write_eval_report
+from criticrm.evaluation.judges import position_summary, revote_pairwise
 from criticrm.evaluation.paired import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +53,7 @@ class Entry:
     eval_args: list[str]  # what `criticrm eval` is given besides --data/--out/--per-subset
     model_dir: str | None = None  # the trained folder this entry evaluates (None: a judge of the base model)
     prepare: list[list[str]] = field(default_factory=list)  # criticrm commands that build model_dir
+    revote_of: str | None = None  # a stored pairwise-judge entry this one re-reads instead of evaluating
 
 
 def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
@@ -66,6 +71,8 @@ def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
     return [
         Entry("judge-pointwise", "judge, pointwise", ["--judge", "pointwise", *judge]),
         Entry("judge-pairwise", "judge, pairwise", ["--judge", "pairwise", *judge]),
+        Entry("judge-pairwise-prob", "judge, pairwise (probability)", ["--score", "probability"],
+              revote_of="judge-pairwise"),
         Entry("standard", "standard RM", ["--name", "standard RM"], str(standard)),
         Entry("critic-m1", "Critic-RM, m=1", ["--name", "Critic-RM, m=1"], str(critic)),
         Entry("critic-m4", "Critic-RM, m=4", ["--name", "Critic-RM, m=4", "--num-critiques", "4"], str(critic)),
@@ -96,6 +103,16 @@ def criticrm(args: list[str], log: Path) -> float:
     if result.returncode != 0:
         raise SystemExit(f"criticrm {' '.join(args)} failed (exit {result.returncode}); see {log}")
     return time.perf_counter() - started
+
+
+def revote(source: Path, report_dir: Path, name: str, verdict_source: str) -> None:
+    """A report of the pairwise judge run in `source` read under another verdict source (no generation);
+    its meta is the source run's (wall time included: that run produced it) plus what was re-read."""
+    report = json.loads((source / "report.json").read_text())
+    results = revote_pairwise(load_examples(source), verdict_source)
+    meta = report["meta"] | {"score": verdict_source, "revote_of": str(source / "report.json"),
+                             "position": position_summary(results)}
+    write_eval_report(name, results, report_dir, meta)
 
 
 def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
@@ -173,8 +190,11 @@ def main() -> None:
         prepare_seconds = sum(criticrm(step, log) for step in entry.prepare)
         model = ["--model", entry.model_dir] if entry.model_dir else []
         report_dir = args.out / entry.name
-        criticrm(["eval", "--data", str(args.data), "--out", str(report_dir), *sample, *model, *entry.eval_args],
-                 log)
+        if entry.revote_of:
+            revote(args.out / entry.revote_of, report_dir, entry.label, entry.eval_args[-1])
+        else:
+            criticrm(["eval", "--data", str(args.data), "--out", str(report_dir), *sample, *model,
+                      *entry.eval_args], log)
         stored["entries"][entry.name] = record(entry, report_dir, prepare_seconds)
         stored |= {"data": str(args.data), "per_subset": args.per_subset, "run_dir": str(args.run_dir),
                    "updated": time.strftime("%Y-%m-%d %H:%M:%S %z")}
