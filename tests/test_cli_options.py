@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,14 @@ def test_colliding_field_names_get_their_section_as_prefix():
     args = build_parser().parse_args(["pipeline", "--batch-size", "8", "--train-batch-size", "2"])
     built = resolve(args, PIPELINE)
     assert built[CritiqueConfig].batch_size == 8 and built[TrainConfig].batch_size == 2
+
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
+@pytest.mark.parametrize("command", ["critique", "filter", "refine", "train", "pipeline", "score", "serve"])
+def test_every_shipped_config_is_read_by_every_stage_command(config, command):
+    """One pipeline config drives each stage command too (the benchmarks' ablations run them one by one)."""
+    sections = importlib.import_module(f"criticrm.cli.{command}").SECTIONS
+    resolve(argparse.Namespace(config=config), sections)

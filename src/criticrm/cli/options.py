@@ -22,10 +22,15 @@ from criticrm.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """A YAML section name and the config dataclasses that read their keys from it."""
+    """A YAML section name and the config dataclasses that read their keys from it.
+
+    `also_accepts`: dataclasses whose keys the section may also hold for another command reading the
+    same file (a pipeline config drives every stage command); they are accepted and not read.
+    """
 
     name: str
     classes: tuple[type, ...]
+    also_accepts: tuple[type, ...] = ()
 
 
 def _flag(name: str) -> str:
@@ -100,7 +105,7 @@ def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any
         values = document.get(section.name) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section.name}' must be a mapping")
-        known = {f.name for cls in section.classes for f in dataclasses.fields(cls)}
+        known = {f.name for cls in section.classes + section.also_accepts for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) in section '{section.name}': {', '.join(unknown)}; "

@@ -9,14 +9,17 @@ from criticrm.cli.common import generator_for
 from criticrm.cli.filter import SOURCE_FILE
 from criticrm.cli.options import Section, add_options, resolve
 from criticrm.evaluation.report import report_from_dirs
+from criticrm.generation.base import SamplingConfig
 from criticrm.models.backbone import ModelConfig
 from criticrm.pipeline.critique import CritiqueConfig
 from criticrm.pipeline.filter import read_filtered
 from criticrm.pipeline.refine import RefineConfig, format_refine_stats, run_refine
 
 # The backend options (--backend, --base-url, --batch-size, ...) are the critique section's, so one
-# YAML file drives both stages; the critique-only ones (--template, --few-shot, --score) are unused here.
-SECTIONS = [Section("model", (ModelConfig,)), Section("critique", (CritiqueConfig,)),
+# YAML file drives both stages; the critique-only ones (--template, --few-shot, --score) are unused here,
+# and the critique stage's sampling keys are accepted in that section but not read (refine samples
+# with its own settings).
+SECTIONS = [Section("model", (ModelConfig,)), Section("critique", (CritiqueConfig,), also_accepts=(SamplingConfig,)),
             Section("refine", (RefineConfig,))]
 
 
