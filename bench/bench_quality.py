@@ -53,7 +53,8 @@ class Entry:
     eval_args: list[str]  # what `criticrm eval` is given besides --data/--out/--per-subset
     model_dir: str | None = None  # the trained folder this entry evaluates (None: a judge of the base model)
     prepare: list[list[str]] = field(default_factory=list)  # criticrm commands that build model_dir
-    revote_of: str | None = None  # a stored pairwise-judge entry this one re-reads instead of evaluating
+    # (stored pairwise-judge entry, verdict source): re-read that entry's run instead of evaluating
+    revote_of: tuple[str, str] | None = None
 
 
 def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
@@ -71,8 +72,7 @@ def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
     return [
         Entry("judge-pointwise", "judge, pointwise", ["--judge", "pointwise", *judge]),
         Entry("judge-pairwise", "judge, pairwise", ["--judge", "pairwise", *judge]),
-        Entry("judge-pairwise-prob", "judge, pairwise (probability)", ["--score", "probability"],
-              revote_of="judge-pairwise"),
+        Entry("judge-pairwise-prob", "judge, pairwise (probability)", [], revote_of=("judge-pairwise", "probability")),
         Entry("standard", "standard RM", ["--name", "standard RM"], str(standard)),
         Entry("critic-m1", "Critic-RM, m=1", ["--name", "Critic-RM, m=1"], str(critic)),
         Entry("critic-m4", "Critic-RM, m=4", ["--name", "Critic-RM, m=4", "--num-critiques", "4"], str(critic)),
@@ -191,7 +191,8 @@ def main() -> None:
         model = ["--model", entry.model_dir] if entry.model_dir else []
         report_dir = args.out / entry.name
         if entry.revote_of:
-            revote(args.out / entry.revote_of, report_dir, entry.label, entry.eval_args[-1])
+            source, verdict_source = entry.revote_of
+            revote(args.out / source, report_dir, entry.label, verdict_source)
         else:
             criticrm(["eval", "--data", str(args.data), "--out", str(report_dir), *sample, *model,
                       *entry.eval_args], log)
