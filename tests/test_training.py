@@ -165,7 +165,8 @@ def test_real_model_losses_are_finite_and_fall_on_a_small_batch(tmp_path):
     config = TrainConfig(max_length=192, batch_size=1, epochs=3, learning_rate=5e-5, head_learning_rate=1e-2,
                          warmup=0.0, lr_scheduler="constant", eval_fraction=0.0, lambda_schedule="constant",
                          lambda_start=0.5, eval_steps=0, precision="fp32")
-    train_reward_model(config, data, tmp_path / "out", show_progress=False)
+    summary = train_reward_model(config, data, tmp_path / "out", show_progress=False)
+    assert summary["lambda_schedule"]["first_step"] == summary["lambda_schedule"]["last_step"] == 0.5
     steps = train_steps(tmp_path / "out")
     assert len(steps) == 3
     for key in ("critique_loss", "reward_loss"):

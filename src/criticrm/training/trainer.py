@@ -521,7 +521,10 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
         "reward_stats": {"mean": mean, "std": std, "source": stats_source},
-        "lambda_schedule": {"name": config.lambda_schedule, "start": config.lambda_start, "end": config.lambda_end},
+        # the λ applied at the first and last step: start/end alone misread schedules that ignore them (constant)
+        "lambda_schedule": {"name": config.lambda_schedule, "start": config.lambda_start, "end": config.lambda_end,
+                            "first_step": trainer.lambda_at(0),
+                            "last_step": trainer.lambda_at(max(0, trainer.state.max_steps - 1))},
         "resumed_from": checkpoint,
         "seconds": round(time.perf_counter() - started, 2),
         "config": asdict(config),
