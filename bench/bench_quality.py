@@ -132,22 +132,25 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
     return row
 
 
-def markdown(rows: list[dict], reference: str = "standard") -> str:
-    """The table; each row also gets its overall difference from the `reference` entry with a 95% paired,
-    subset-stratified bootstrap interval (on a few hundred pairs a few points can be noise)."""
+def markdown(rows: list[dict], references: tuple[str, ...] = ("standard", "critic-m1")) -> str:
+    """The table; each row also gets its overall difference from every `references` entry with a 95% paired,
+    subset-stratified bootstrap interval (on a few hundred pairs a few points can be noise). The standard
+    RM is the method's baseline; Critic-RM m = 1 is what every ablation changes one setting of."""
     sections = sorted({name for row in rows for name in row["sections"]})
-    base = next((row for row in rows if row["entry"] == reference), None)
-    head = "| model | " + " | ".join(sections) + f" | overall | Δ vs {base['label'] if base else reference} | pairs |"
-    lines = [head, "|" + "---|" * (len(sections) + 4)]
+    bases = [row for name in references for row in rows if row["entry"] == name]
+    head = ("| model | " + " | ".join(sections) + " | overall | "
+            + "".join(f"Δ vs {base['label']} | " for base in bases) + "pairs |")
+    lines = [head, "|" + "---|" * (len(sections) + len(bases) + 3)]
     for row in rows:
         cells = [_percent(row["sections"].get(name)) for name in sections]
+        differences = "".join(f"{_difference(base, row)} | " for base in bases)
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | **{_percent(row['overall'])}** | "
-                     f"{_difference(base, row)} | {row['examples']} |")
+                     f"{differences}{row['examples']} |")
     return "\n".join(lines)
 
 
-def _difference(base: dict | None, row: dict) -> str:
-    if base is None or base is row:
+def _difference(base: dict, row: dict) -> str:
+    if base is row:
         return "–"
     paired = paired_bootstrap(load_examples(Path(base["report"])), load_examples(Path(row["report"])))
     return f"{100 * paired.difference:+.1f} [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}]"
