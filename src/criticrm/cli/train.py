@@ -45,7 +45,23 @@ def handle(args) -> int:
     if main_process:
         print(format_summary(summary))
         print(f"summary: {args.out / 'train_summary.json'}; step log: {args.out / 'log.jsonl'}")
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """After a successful run under `accelerate launch`, wait for every process, then leave the group.
+
+    Without it, a process that finishes first exits while the main one is still writing the summary, and
+    gloo's worker threads are torn down during interpreter finalization: that process aborts ("terminate
+    called without an active exception", SIGABRT) and the launcher reports a finished run as failed. Only
+    on success: after an error the other processes may be inside a collective, and the barrier would hang.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def effective_train_config(train: TrainConfig, model: ModelConfig) -> TrainConfig:
