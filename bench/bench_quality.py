@@ -21,7 +21,10 @@ Entries:
 - lambda-constant / lambda-reverse: Critic-RM trained with lambda fixed at 0.5 (the mean of the default
   cosine 0.9 -> 0.1, so only the schedule's shape differs) or rising 0.1 -> 0.9;
 - no-filter: no consistency filtering (`filter --keep-all`), then the run's refinement;
-- refine-none / refine-summarize: the run's filtered critiques with another refinement strategy.
+- refine-none / refine-summarize: the run's filtered critiques with another refinement strategy;
+- critic-seed1/2, standard-seed1/2: the pipeline's Critic-RM and standard RM trained again with another
+  `--seed` (head initialisation, batch order and which pairs are held out change; the critique data does
+  not): the run-to-run spread every other difference has to be read against.
 
 `--per-subset K` evaluates the first K pairs of every subset (a stratified sample; the file has 28
 subsets), so sections are estimated from every subset at a fraction of the cost. Results: OUT/quality.json
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +48,9 @@ from criticrm.evaluation.paired import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+SEEDS = (1, 2)  # extra training seeds of the two main models (the config's own seed is the first run)
+SEED_GROUPS = {"Critic-RM, m=1": ("critic-m1", "critic-seed1", "critic-seed2"),
+               "standard RM": ("standard", "standard-seed1", "standard-seed2")}
 
 
 @dataclass
@@ -64,9 +71,13 @@ def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
     train = ["train", "--config", str(config)]
 
     def ablation(name: str, label: str, data: Path, train_flags: list[str], steps: list[list[str]]) -> Entry:
-        out = work / name / "train-critic"
+        out = work / name / "train"
         return Entry(name, label, ["--name", label], str(out / "model"),
                      [*steps, [*train, "--data", str(data), "--out", str(out), *train_flags]])
+
+    def reseeded(mode: str, label: str, seed: int) -> Entry:
+        return ablation(f"{mode}-seed{seed}", f"{label}, seed {seed}", run_dir / "refine",
+                        ["--mode", mode, "--seed", str(seed)], [])
 
     refine = ["refine", "--config", str(config)]
     return [
@@ -89,6 +100,8 @@ def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
         ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine", [], [
             [*refine, "--in", str(run_dir / "filter"), "--out", str(work / "refine-summarize" / "refine"),
              "--strategy", "summarize"]]),
+        *(reseeded(mode, label, seed) for mode, label in (("critic", "Critic-RM, m=1"), ("standard", "standard RM"))
+          for seed in SEEDS),
     ]
 
 
@@ -122,7 +135,7 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
            "examples": summary["n"], "overall": summary["overall"], "accuracy": summary["accuracy"],
            "sections": summary["sections"],
            "ties": summary.get("ties"), "invalid": summary.get("invalid"), "eval_seconds": meta["seconds"],
-           "report": str(report_dir / "report.json")}
+           "report": _stored_path(report_dir / "report.json")}
     if summary.get("m_scaling"):
         row["m_scaling"] = summary["m_scaling"]
     if meta.get("position"):
@@ -152,8 +165,37 @@ def markdown(rows: list[dict], references: tuple[str, ...] = ("standard", "criti
 def _difference(base: dict, row: dict) -> str:
     if base is row:
         return "–"
-    paired = paired_bootstrap(load_examples(Path(base["report"])), load_examples(Path(row["report"])))
+    paired = paired_bootstrap(_report_examples(base), _report_examples(row))
     return f"{100 * paired.difference:+.1f} [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}]"
+
+
+def seed_spread(entries: dict[str, dict]) -> str:
+    """Mean, standard deviation and range of the overall score over the seeds of each main model, and the
+    Critic-RM's lead over the standard RM per seed (seed i against seed i): how far a one-seed difference
+    can move by chance. Empty until every seed of a group is stored."""
+    groups = {label: [entries[name] for name in names] for label, names in SEED_GROUPS.items()
+              if all(name in entries for name in names)}
+    if not groups:
+        return ""
+    lines = ["| model | seeds | overall per seed | mean | std | range |", "|---|---|---|---|---|---|"]
+    for label, rows in groups.items():
+        scores = [100 * row["overall"] for row in rows]
+        lines.append(f"| {label} | {len(scores)} | {', '.join(f'{v:.1f}' for v in scores)} | {statistics.mean(scores):.1f} "
+                     f"| {statistics.stdev(scores):.1f} | {max(scores) - min(scores):.1f} |")
+    if len(groups) == len(SEED_GROUPS):
+        critic, standard = (groups[label] for label in SEED_GROUPS)
+        leads = [_difference(base, row) for base, row in zip(standard, critic, strict=True)]
+        lines.append(f"\nCritic-RM minus standard RM, seed by seed [95% paired CI]: {'; '.join(leads)}")
+    return "\n".join(lines)
+
+
+def _stored_path(path: Path) -> str:
+    """Report paths are stored relative to the repository, so results stay readable from another checkout."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def _report_examples(row: dict):
+    return load_examples(ROOT / row["report"])  # an absolute stored path stays absolute under `/`
 
 
 def _percent(value) -> str:
@@ -207,6 +249,9 @@ def main() -> None:
               f"on {stored['entries'][entry.name]['examples']} pairs", flush=True)
     order = [entry.name for entry in table]
     text = markdown([stored["entries"][name] for name in order if name in stored["entries"]])
+    spread = seed_spread(stored["entries"])
+    if spread:
+        text += "\n\nSeed spread (overall):\n\n" + spread
     (args.out / "quality.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
