@@ -135,7 +135,11 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
            "examples": summary["n"], "overall": summary["overall"], "accuracy": summary["accuracy"],
            "sections": summary["sections"],
            "ties": summary.get("ties"), "invalid": summary.get("invalid"), "eval_seconds": meta["seconds"],
+           "length_bias": summary.get("length_bias"), "ece": (summary.get("calibration") or {}).get("ece"),
            "report": _stored_path(report_dir / "report.json")}
+    training = training_record(row["model"])
+    if training:
+        row["training"] = training
     if summary.get("m_scaling"):
         row["m_scaling"] = summary["m_scaling"]
     if meta.get("position"):
@@ -143,6 +147,42 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
     if entry.prepare:
         row["prepare_seconds_this_run"] = round(prepare_seconds, 1)
     return row
+
+
+def training_record(model_dir: str | None) -> dict | None:
+    """What the training of a reward-model folder recorded (its `train_summary.json`, beside `model/`):
+    steps, tokens, time, precision, λ, and the held-out accuracy; None for a judge or a missing folder."""
+    summary_file = Path(model_dir).parent / "train_summary.json" if model_dir else None
+    if summary_file is None or not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    return {key: summary.get(key) for key in ("mode", "steps", "trained_tokens", "train_seconds", "precision",
+                                              "lambda_schedule")} | {
+        "held_out_accuracy": summary.get("final_metrics", {}).get("eval_accuracy"),
+        "held_out_pairs": summary.get("final_metrics", {}).get("eval_pairs"),
+        "seed": summary.get("config", {}).get("seed")}
+
+
+def details(rows: list[dict]) -> str:
+    """What the overall score hides: plain accuracy, ties, length bias, calibration, held-out accuracy
+    on the training distribution, and what each row cost."""
+    lines = ["| model | accuracy, all pairs | ties | chosen shorter | chosen longer | ECE | held-out acc. "
+             "(train pairs) | training | eval |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        bias, training = row.get("length_bias") or {}, row.get("training") or {}
+        held_out = (f"{_percent(training['held_out_accuracy'])} ({training['held_out_pairs']})"
+                    if training.get("held_out_accuracy") is not None else "–")
+        trained = (f"{training['steps']} steps, {training['trained_tokens']:,} tok, {training['train_seconds'] / 60:.0f} min"
+                   if training.get("train_seconds") else "–")
+        ece = "–" if row.get("ece") is None else f"{row['ece']:.3f}"
+        lines.append(f"| {row['label']} | {_percent(row['accuracy'])} | {row.get('ties') or 0} | "
+                     f"{_side(bias.get('chosen_shorter'))} | {_side(bias.get('chosen_longer'))} | {ece} | {held_out} | "
+                     f"{trained} | {row['eval_seconds'] / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+def _side(bias: dict | None) -> str:
+    return "–" if not bias else f"{_percent(bias['accuracy'])} ({bias['n']})"
 
 
 def markdown(rows: list[dict], references: tuple[str, ...] = ("standard", "critic-m1")) -> str:
@@ -248,7 +288,16 @@ def main() -> None:
         print(f"  overall {_percent(stored['entries'][entry.name]['overall'])} "
               f"on {stored['entries'][entry.name]['examples']} pairs", flush=True)
     order = [entry.name for entry in table]
-    text = markdown([stored["entries"][name] for name in order if name in stored["entries"]])
+    rows = [stored["entries"][name] for name in order if name in stored["entries"]]
+    for row in rows:  # rows recorded before these fields existed get them while their files are still here
+        report_file = ROOT / row["report"]
+        if "length_bias" not in row and report_file.is_file():
+            summary = json.loads(report_file.read_text())["summary"]
+            row |= {"length_bias": summary.get("length_bias"), "ece": (summary.get("calibration") or {}).get("ece")}
+        if "training" not in row and training_record(row["model"]):
+            row["training"] = training_record(row["model"])
+    results_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False))
+    text = markdown(rows) + "\n\n" + details(rows)
     spread = seed_spread(stored["entries"])
     if spread:
         text += "\n\nSeed spread (overall):\n\n" + spread

@@ -3,10 +3,13 @@ default model: greedy tokens must be the same, row by row, with rows that end at
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from criticrm.generation.base import SamplingConfig
+from criticrm.generation.decoding import cache_keyword
 from criticrm.generation.huggingface import HFGenerator
 from criticrm.models.backbone import ModelConfig, load_causal_lm
 from criticrm.models.tiny import one_thread_if_oversubscribed
@@ -49,3 +52,25 @@ def test_sampling_is_fixed_by_the_seed(model_and_tokenizer):
     first = texts(0)
     assert texts(0) == first and texts(1) != first
     assert len(set(first[:3])) > 1  # the N samples of one prompt differ
+
+
+def test_the_kv_cache_is_passed_under_the_name_the_forward_takes(model_and_tokenizer):
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns and goes in 5.40);
+    older releases and remote-code models only take `past_key_values`. Generation must use whichever
+    the model has, so that neither kind warns or breaks."""
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None, use_cache=None): ...
+
+    class NewStyle(torch.nn.Module):
+        def forward(self, input_ids, cache=None, use_cache=None): ...
+
+    assert cache_keyword(OldStyle()) == "past_key_values"
+    assert cache_keyword(NewStyle()) == "cache"
+    model, tokenizer = model_and_tokenizer
+    generator = HFGenerator(model, tokenizer, "default", batch_size=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generator.generate([[{"role": "user", "content": PROMPTS[0]}]] * 2,
+                           SamplingConfig(num_critiques=2, temperature=0.8, max_new_tokens=4))
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

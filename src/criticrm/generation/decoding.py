@@ -10,6 +10,8 @@ seed fixes the result for a given batch.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from criticrm.generation.nucleus import NucleusFilter
@@ -34,8 +36,9 @@ def decode(model, input_ids: torch.Tensor, attention: torch.Tensor, cache, *, ma
     positions = (attention.sum(dim=1, keepdim=True) - 1).clamp(min=0)
     mask = attention
     finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)  # ended, not yet dropped
+    cache_argument = {cache_keyword(model): cache}
     for _ in range(max_new_tokens):
-        logits = model(input_ids=next_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        logits = model(input_ids=next_ids, attention_mask=mask, position_ids=positions, **cache_argument,
                        use_cache=True, logits_to_keep=1).logits[:, -1].float()
         tokens = _pick(logits, temperature, nucleus)
         for row, token, ended in zip(alive.tolist(), tokens.tolist(), finished.tolist(), strict=True):
@@ -52,6 +55,13 @@ def decode(model, input_ids: torch.Tensor, attention: torch.Tensor, cache, *, ma
             alive, next_ids, positions, mask = alive[keep], next_ids[keep], positions[keep], mask[keep]
             finished = finished[keep]
     return generated
+
+
+def cache_keyword(model) -> str:
+    """The forward argument that takes the KV cache. transformers 5.24 renamed `past_key_values` to
+    `cache` (the old name warns, and goes in 5.40); earlier releases and remote-code models only know
+    `past_key_values`. Asking the signature keeps the whole `transformers>=5,<6` range working."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _pick(logits: torch.Tensor, temperature: float, nucleus: NucleusFilter | None) -> torch.Tensor:

@@ -25,7 +25,7 @@ from criticrm.generation.base import (
     batch_seed,
     score_continuation,
 )
-from criticrm.generation.decoding import decode
+from criticrm.generation.decoding import cache_keyword, decode
 from criticrm.prompts.scores import ScoreTokens, expected_score
 
 MIN_SHARED_PREFIX = 16  # below this, sharing a prefix saves less than its bookkeeping costs
@@ -43,6 +43,7 @@ class HFGenerator:
         self.eos_ids = _eos_ids(model, tokenizer)
         self._score_tokens: dict[str, ScoreTokens] = {}
         self._prefix_caches: dict[tuple[int, ...], object] = {}
+        self._cache_keyword = cache_keyword(model)
 
     @property
     def device(self) -> torch.device:
@@ -125,7 +126,7 @@ class HFGenerator:
             input_ids=input_ids[:, shared:-1],
             attention_mask=attention[:, :-1],
             position_ids=_position_ids(attention)[:, shared:-1],
-            past_key_values=cache,
+            **{self._cache_keyword: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -140,7 +141,7 @@ class HFGenerator:
                 self._prefix_caches.pop(next(iter(self._prefix_caches)))
             cache = DynamicCache(config=self.model.config)
             ids = torch.tensor([prefix], device=self.device)
-            self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=ids, **{self._cache_keyword: cache}, use_cache=True, logits_to_keep=1)
             self._prefix_caches[prefix] = cache
         return self._prefix_caches[prefix]
 
@@ -172,7 +173,7 @@ class HFGenerator:
         cache.batch_repeat_interleave(n)
         positions = (full_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -width:]
         logits = self.model(input_ids=cont_ids, attention_mask=full_mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True, logits_to_keep=2).logits.float()
+                            **{self._cache_keyword: cache}, use_cache=True, logits_to_keep=2).logits.float()
         read_at = logits[:, 0] if tokens.split_ten else logits[:, 1]
         first = torch.softmax(read_at, dim=-1)[:, list(tokens.score_ids)]
         scores = []
@@ -204,7 +205,7 @@ class HFGenerator:
                 choice_ids.append([self._next_token(continuation, ids, choice) for choice in choices])
             input_ids, attention, cache = self._prefill(prompts)
             logits = self.model(input_ids=input_ids[:, -1:], attention_mask=attention,
-                                position_ids=_position_ids(attention)[:, -1:], past_key_values=cache,
+                                position_ids=_position_ids(attention)[:, -1:], **{self._cache_keyword: cache},
                                 use_cache=True).logits[:, -1].float()
             probabilities = torch.softmax(logits, dim=-1)
             results.extend(probabilities[row, ids].tolist() for row, ids in enumerate(choice_ids))
