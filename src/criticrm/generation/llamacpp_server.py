@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,9 +43,9 @@ def llamacpp_server(model_path: str | Path, host: str = "127.0.0.1", port: int |
                     extra_args: Sequence[str] = ()) -> Iterator[str]:
     """Serve `model_path` with `python -m llama_cpp.server`; yields the base URL (`http://host:port`).
 
-    Waits until `GET /v1/models` answers; raises RuntimeError with the end of the server's log when
-    it exits or does not answer within `startup_timeout` seconds. On exit the server is terminated
-    (killed if it does not stop within 10 s).
+    Waits until `GET /v1/models` answers and a short completion succeeds; raises RuntimeError with
+    the end of the server's log when it exits or does not answer within `startup_timeout` seconds.
+    On exit the server is terminated (killed if it does not stop within 10 s).
     """
     reason = llamacpp_available()
     if reason:
@@ -68,22 +69,47 @@ def llamacpp_server(model_path: str | Path, host: str = "127.0.0.1", port: int |
             _stop(process)
 
 
+_READINESS_PROMPT = "The quick brown fox jumps over the lazy dog, and then"  # several tokens: a batched pass
+
+
 def _wait_until_ready(process: subprocess.Popen, base_url: str, timeout: float, log) -> None:
+    """Wait for `GET /v1/models`, then complete a short prompt: a server that lists its model can
+    still die on its first batched forward pass (a build with instructions this machine does not
+    run), and that should fail here, with its log, not as "connection refused" in a later request."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited with code {process.returncode} during start-up:\n"
-                                   f"{_tail(log)}")
+                raise RuntimeError(_exit_message(process, "during start-up", log))
             try:
                 if client.get(f"{base_url}/v1/models").status_code == 200:
-                    return
+                    break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llama.cpp server did not answer {base_url}/v1/models within {timeout:.0f} s:\n"
                                    f"{_tail(log)}")
             time.sleep(0.2)
+        try:
+            reply = client.post(f"{base_url}/v1/completions", json={"prompt": _READINESS_PROMPT, "max_tokens": 2},
+                                timeout=max(deadline - time.monotonic(), 10.0))
+        except httpx.TransportError as error:
+            process.poll()
+            if process.returncode is not None:
+                raise RuntimeError(_exit_message(process, "on its first completion", log)) from None
+            raise RuntimeError(f"llama.cpp server failed a short completion: {error}\n{_tail(log)}") from None
+        if reply.status_code != 200:
+            raise RuntimeError(f"llama.cpp server answered a short completion with HTTP {reply.status_code}: "
+                               f"{reply.text[:300]}\n{_tail(log)}")
+
+
+def _exit_message(process: subprocess.Popen, when: str, log) -> str:
+    message = f"llama.cpp server exited with code {process.returncode} {when}"
+    if process.returncode == -signal.SIGILL:
+        message += (" (illegal instruction: llama-cpp-python was compiled with instructions this machine "
+                    "does not run, e.g. a -march=native build from another CPU, or AMX that a VM disallows; "
+                    "reinstall it with scripts/setup.sh --dev, which builds it portable)")
+    return f"{message}:\n{_tail(log)}"
 
 
 def _stop(process: subprocess.Popen) -> None:
