@@ -95,6 +95,15 @@ def test_resume_refuses_other_settings(tiny_dir, data_file, tmp_path):
                            show_progress=False)
 
 
+def test_a_finished_run_counts_as_finished_under_other_runtime_settings(tiny_dir, data_file, tmp_path, monkeypatch):
+    config = replace(FAST, eval_fraction=0.0, max_steps=1)
+    first = train_reward_model(config, Path(data_file).resolve(), tmp_path, model_name=tiny_dir, show_progress=False)
+    monkeypatch.chdir(Path(data_file).resolve().parent)  # the same data, named by a relative path
+    again = train_reward_model(replace(config, gradient_checkpointing=True, logging_steps=7), Path(data_file).name,
+                               tmp_path, model_name=tiny_dir, show_progress=False)
+    assert again["seconds"] == first["seconds"]  # returned, not retrained
+
+
 def test_gradient_accumulation_gives_the_loss_and_gradient_of_one_big_batch(tiny_dir, data_file):
     from transformers import TrainingArguments
 

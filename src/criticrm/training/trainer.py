@@ -428,7 +428,8 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    finished = _finished_run(out_dir, {"config": asdict(config), "data": str(data), "model": model_name})
+    identity = _run_identity(config, data, model_name)
+    finished = _finished_run(out_dir, identity)
     if finished is not None and config.resume:
         print(f"{out_dir} already holds this finished run ({out_dir / MODEL_SUBDIR}); --no-resume trains again")
         return finished
@@ -471,7 +472,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
         trainer.add_callback(RewardProgressCallback())
 
     checkpoint = get_last_checkpoint(str(out_dir)) if config.resume and out_dir.is_dir() else None
-    _check_settings(out_dir, {"config": asdict(config), "data": str(data), "model": model_name},
+    _check_settings(out_dir, identity,
                     resuming=checkpoint is not None, main_process=trainer.is_world_process_zero())
     if checkpoint and trainer.is_world_process_zero():
         print(f"resuming from {checkpoint}")
@@ -534,8 +535,23 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     return summary
 
 
-_HARMLESS_SETTINGS = {"resume", "report_to", "logging_steps", "dataloader_workers", "save_total_limit",
-                      "eval_batch_size", "max_steps", "epochs"}
+# Settings that change how a run executes, not what it computes: a run may resume, or count as
+# finished, under other values. Gradient checkpointing is one: a run killed for memory resumes with it.
+_RUNTIME_SETTINGS = {"resume", "report_to", "logging_steps", "dataloader_workers", "save_total_limit",
+                     "eval_batch_size", "gradient_checkpointing"}
+# ... and, for resuming only, the length of the run (epochs / max_steps may grow).
+_HARMLESS_SETTINGS = _RUNTIME_SETTINGS | {"max_steps", "epochs"}
+
+
+def _run_identity(config: TrainConfig, data: str | Path, model_name: str | None) -> dict[str, Any]:
+    """What makes two runs the same run: settings, data and model, with local paths made absolute so
+    that `runs/x` and `/home/me/project/runs/x` name the same run."""
+    def absolute(value: str | Path | None) -> str | None:
+        if value is None:
+            return None
+        return str(Path(value).resolve()) if Path(value).exists() else str(value)  # a hub id stays as given
+
+    return {"config": asdict(config), "data": absolute(data), "model": absolute(model_name)}
 
 
 def _finished_run(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -545,7 +561,7 @@ def _finished_run(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | N
         return None
     previous = json.loads(settings_path.read_text())
     same = previous.get("data") == settings["data"] and previous.get("model") == settings["model"] and all(
-        previous.get("config", {}).get(k) == v for k, v in settings["config"].items() if k != "resume")
+        previous.get("config", {}).get(k) == v for k, v in settings["config"].items() if k not in _RUNTIME_SETTINGS)
     return json.loads(summary_path.read_text()) if same else None
 
 
