@@ -135,8 +135,7 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
            "examples": summary["n"], "overall": summary["overall"], "accuracy": summary["accuracy"],
            "sections": summary["sections"],
            "ties": summary.get("ties"), "invalid": summary.get("invalid"), "eval_seconds": meta["seconds"],
-           "length_bias": summary.get("length_bias"), "ece": (summary.get("calibration") or {}).get("ece"),
-           "report": _stored_path(report_dir / "report.json")}
+           **_bias_and_calibration(summary), "report": _stored_path(report_dir / "report.json")}
     training = training_record(row["model"])
     if training:
         row["training"] = training
@@ -147,6 +146,10 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
     if entry.prepare:
         row["prepare_seconds_this_run"] = round(prepare_seconds, 1)
     return row
+
+
+def _bias_and_calibration(summary: dict) -> dict:
+    return {"length_bias": summary.get("length_bias"), "ece": (summary.get("calibration") or {}).get("ece")}
 
 
 def training_record(model_dir: str | None) -> dict | None:
@@ -292,10 +295,9 @@ def main() -> None:
     for row in rows:  # rows recorded before these fields existed get them while their files are still here
         report_file = ROOT / row["report"]
         if "length_bias" not in row and report_file.is_file():
-            summary = json.loads(report_file.read_text())["summary"]
-            row |= {"length_bias": summary.get("length_bias"), "ece": (summary.get("calibration") or {}).get("ece")}
-        if "training" not in row and training_record(row["model"]):
-            row["training"] = training_record(row["model"])
+            row |= _bias_and_calibration(json.loads(report_file.read_text())["summary"])
+        if "training" not in row and (training := training_record(row["model"])):
+            row["training"] = training
     results_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False))
     text = markdown(rows) + "\n\n" + details(rows)
     spread = seed_spread(stored["entries"])

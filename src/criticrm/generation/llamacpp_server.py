@@ -94,7 +94,8 @@ def _wait_until_ready(process: subprocess.Popen, base_url: str, timeout: float, 
             reply = client.post(f"{base_url}/v1/completions", json={"prompt": _READINESS_PROMPT, "max_tokens": 2},
                                 timeout=max(deadline - time.monotonic(), 10.0))
         except httpx.TransportError as error:
-            process.poll()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)  # a server that just crashed may not be reaped yet
             if process.returncode is not None:
                 raise RuntimeError(_exit_message(process, "on its first completion", log)) from None
             raise RuntimeError(f"llama.cpp server failed a short completion: {error}\n{_tail(log)}") from None
