@@ -54,7 +54,7 @@ def test_instance_and_critique_level_rules():
     assert kept.supervised and kept.status == "passed"
     assert scores(kept, "chosen") == [9, 8, 7]  # 4 is not above the rejected mean 4
     assert scores(kept, "rejected") == [2, 3, 4]  # 7 is not below the chosen mean 7
-    assert kept.mean_chosen == 7 and kept.mean_rejected == 4 and kept.margin == 3
+    assert kept.mean_chosen == 7 and kept.mean_rejected == 4 and kept.judge_margin == 3
     assert stats["critiques"]["chosen"]["kept"] == 3 and stats["critiques"]["chosen"]["keep_rate"] == 0.75
     assert stats["critiques"]["rejected"]["kept"] == 3
     assert stats["passed"] == 1 and stats["rows_out"] == 1 and stats["instance_keep_rate"] == 1.0

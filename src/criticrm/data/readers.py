@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,6 +41,9 @@ class DataConfig:
     id_field: str = field(default="id", metadata={"help": "column holding a stable pair id (absent: a content hash)"})
     subset_field: str = field(default="subset", metadata={"help": "column naming the subset (reports, template choice)"})
     domain_field: str = field(default="domain", metadata={"help": "column naming the domain: general, safety or reasoning"})
+    margin_field: str = field(default="margin", metadata={
+        "help": "column holding a per-pair Bradley-Terry margin (TRL's convention; used only when the data has it, "
+                "then every row needs a finite number)"})
     limit: int | None = field(default=None, metadata={"help": "read only the first N valid pairs"})
     per_subset: int | None = field(default=None, metadata={
         "help": "read only the first N valid pairs of each subset: a stratified sample that covers every subset"})
@@ -323,10 +327,35 @@ def normalise_row(row: dict[str, Any], location: str, config: DataConfig,
     raw_id = row.get(config.id_field)
     if raw_id is not None and not isinstance(raw_id, str | int):
         problems.append(Problem(location, config.id_field, f"expected a string or integer id, got {type(raw_id).__name__}"))
+    margin = _read_margin(row, location, config.margin_field)
+    if isinstance(margin, Problem):
+        problems.append(margin)
     if problems:
         return problems
     pair_id = str(raw_id) if raw_id not in (None, "") else content_id(prompt_text, chosen_text, rejected_text)
-    return PreferencePair(id=pair_id, prompt=prompt_text, chosen=chosen_text, rejected=rejected_text, **extras)
+    return PreferencePair(id=pair_id, prompt=prompt_text, chosen=chosen_text, rejected=rejected_text,
+                          margin=margin, **extras)
+
+
+def _read_margin(row: dict[str, Any], location: str, column: str) -> float | None | Problem:
+    """The row's margin: absent -> None; a finite number (or its text, as CSV holds it) -> float; else a Problem.
+
+    A present but empty value is a problem, not "no margin": a margin column with holes would train some
+    pairs with a margin and others without, silently.
+    """
+    if column not in row:
+        return None
+    value = row[column]
+    if isinstance(value, str):
+        try:
+            value = float(value) if value.strip() else None
+        except ValueError:
+            return Problem(location, column, f"expected a number (the pair's margin), got {row[column]!r}")
+    if value is None:
+        return Problem(location, column, "missing margin (the data has a margin column, so every pair needs a number)")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return Problem(location, column, f"expected a finite number (the pair's margin), got {value!r}")
+    return float(value)
 
 
 def _render_response(value: str | Messages) -> str:
@@ -365,11 +394,26 @@ def load_records(config: DataConfig, normalise: Callable[[dict[str, Any], str], 
             per_subset[getattr(result, "subset", None)] += 1
             first_seen[result.id] = location
             records.append(result)
+    holes = _margin_holes(records, first_seen, config)
+    problems += holes
+    invalid_rows += len(holes)
     if problems and not config.skip_invalid:
         raise DataValidationError(config.data, problems, rows_read)
     if not records:
         raise DataValidationError(config.data, problems or [Problem(config.data, None, "no rows found")], rows_read)
     return LoadResult(pairs=records, problems=problems, invalid_rows=invalid_rows, rows_read=rows_read, source=config.data)
+
+
+def _margin_holes(records: list, locations: dict[str, str], config: DataConfig) -> list[Problem]:
+    """Rows without a margin when others have one (a column missing from some JSON rows); under
+    `skip_invalid` they are removed from `records` in place."""
+    with_margin = [getattr(r, "margin", None) is not None for r in records]
+    if not any(with_margin) or all(with_margin):
+        return []
+    holes = [r for r, has in zip(records, with_margin, strict=True) if not has]
+    records[:] = [r for r, has in zip(records, with_margin, strict=True) if has]
+    return [Problem(locations[r.id], config.margin_field,
+                    "missing margin (other rows have one, so every pair needs a number)") for r in holes]
 
 
 def load_pairs(config: DataConfig, render_messages: MessageRenderer = render_transcript) -> LoadResult:

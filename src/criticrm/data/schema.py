@@ -26,6 +26,7 @@ class PreferencePair:
     domain: str | None = None
     source: str | None = None
     section: str | None = None
+    margin: float | None = None  # the user's own Bradley-Terry margin column (TRL's `margin`), never derived
 
     def response(self, side: str) -> str:
         if side not in SIDES:
@@ -94,6 +95,10 @@ class TrainingPair:
     `critique_supervision` False marks a reward-only pair (its critiques failed the instance-level
     filter): its critiques still condition the reward, but they are not targets of the LM loss.
     `template` names the judge template whose layout the critiques were written in.
+
+    `margin` is the user's margin column carried from the input pairs (TRL's convention); `judge_margin`
+    is the base model's mean chosen minus mean rejected critique score, kept only for the explicit
+    `margin_source: judge` ablation: by default the reward learns from the human label alone.
     """
 
     id: str
@@ -108,6 +113,7 @@ class TrainingPair:
     domain: str | None = None
     source: str | None = None
     margin: float | None = None
+    judge_margin: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +121,8 @@ class TrainingPair:
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> TrainingPair:
         row = dict(row)
+        if "judge_margin" not in row:  # written before user margins existed: `margin` was the judge's
+            row["judge_margin"], row["margin"] = row.get("margin"), None
         for side in ("chosen_critiques", "rejected_critiques"):
             row[side] = [c if isinstance(c, ScoredCritique) else ScoredCritique(**c) for c in row[side]]
         return cls(**row)

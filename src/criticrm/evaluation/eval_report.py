@@ -196,12 +196,29 @@ def _json_safe(value):
     return value
 
 
+MARGIN_NOTES = {  # by the reward model's `training_margin`; "none" (the human label alone) needs no note
+    "data": "Trained with the data's own per-pair margins (its margin column).",
+    "judge": "**Trained with judge-derived margins** (the base model's critique-score gap offset the Bradley-Terry "
+             "loss): an ablation, not the method.",
+    None: "**Trained before margins were recorded**: such models used the base judge's critique-score gap as a "
+          "Bradley-Terry margin.",
+}
+
+
+def _margin_note(meta: dict) -> list[str]:
+    """Say it when a reward model's loss was offset by a margin; judges' reports have no `training_margin`."""
+    if "training_margin" not in meta or meta["training_margin"] not in MARGIN_NOTES:
+        return []
+    return ["", MARGIN_NOTES[meta["training_margin"]]]
+
+
 def _markdown(report: dict, plots: dict[str, bool]) -> str:
     summary = report["summary"]
     lines = [f"# Evaluation report: {report['name']}", "", "| | |", "|---|---|",
              f"| created | {report['created']} |"]
     lines += [f"| {_cell(key)} | {_cell(json.dumps(value, default=str) if isinstance(value, dict | list) else value)} |"
               for key, value in report["meta"].items()]
+    lines += _margin_note(report["meta"])
     lines += ["", f"**Overall: {percent(summary['overall'])}** on {summary['n']} examples "
                   f"({WEIGHTING_NOTE[summary['weighting']]}). Accuracy over all examples alike: "
                   f"{percent(summary['accuracy'])}. Ties: {summary['ties']} (a tied pair counts as wrong, a k-way "

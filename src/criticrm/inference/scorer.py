@@ -139,6 +139,7 @@ class RewardScorer:
         import criticrm
 
         return {"model": self.model_path, "mode": self.mode, "base_model": self.model.reward_config.base_model,
+                "training_margin": self.model.reward_config.training_margin,
                 "backend": self.generator.backend if self.generator else None, "criticrm_version": criticrm.__version__,
                 "num_critiques": self.config.num_critiques, "normalize": self.config.normalize}
 

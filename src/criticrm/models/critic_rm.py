@@ -61,6 +61,9 @@ class RewardModelConfig:
     base_model: str | None = None  # the backbone it was trained from (None: the embedded default)
     adapter: bool = False  # True: the folder holds a peft LoRA adapter on `base_model`, not full weights
     templates: dict[str, str] = field(default_factory=dict)  # judge templates seen in training -> content hash
+    # the margin the reward loss used: "data" (the user's column), "judge" (the base judge's score gap, an
+    # ablation), "none"; None for folders saved before this was recorded (they trained on judge margins)
+    training_margin: str | None = None
     dtype: str | None = None
     format_version: int = FORMAT_VERSION
 

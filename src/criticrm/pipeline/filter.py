@@ -91,7 +91,8 @@ class FilterDecision:
         return self.mean_chosen is not None and score < self.mean_chosen - self.critique_margin
 
     @property
-    def margin(self) -> float | None:
+    def judge_margin(self) -> float | None:
+        """The base model's own verdict gap; it reaches the reward loss only under `margin_source: judge`."""
         if self.mean_chosen is None or self.mean_rejected is None:
             return None
         return round(self.mean_chosen - self.mean_rejected, 4)

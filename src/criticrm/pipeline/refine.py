@@ -241,7 +241,7 @@ def _training_pair(decision: FilterDecision, critiques: dict[str, list[ScoredCri
         id=pair.id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected,
         chosen_critiques=critiques["chosen"], rejected_critiques=critiques["rejected"],
         critique_supervision=decision.supervised, template=decision.template, subset=pair.subset,
-        domain=pair.domain, source=pair.source, margin=decision.margin,
+        domain=pair.domain, source=pair.source, margin=pair.margin, judge_margin=decision.judge_margin,
     )
 
 

@@ -8,6 +8,7 @@ from criticrm.models.sequences import MODES, TRUNCATION_POLICIES
 from criticrm.training.schedules import BUILTIN_SCHEDULES
 
 PAIRING_POLICIES = ("matched", "all", "random-k")
+MARGIN_SOURCES = ("data", "none", "judge")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BEST_METRICS = {"accuracy": True, "margin": True, "reward_loss": False, "critique_loss": False, "loss": False}
 
@@ -28,7 +29,7 @@ class TrainConfig:
     lambda_start: float = field(default=0.9, metadata={"help": "λ at the first step (decaying schedules); the constant value for 'constant'"})
     lambda_end: float = field(default=0.1, metadata={"help": "λ at the last step (decaying schedules)"})
     lambda_rounds: int | None = field(default=None, metadata={"help": "number of constant-λ rounds of the 'step' schedule (default: one per epoch)"})
-    use_margin: bool = field(default=True, metadata={"help": "use the rows' per-pair margin (r+ must beat r- by it) when present"})
+    margin_source: str = field(default="data", metadata={"help": "the per-pair margin m in -log σ(r+ - r- - m): data (the input's margin column, when it has one, as in TRL), none, or judge (ablation only: the base model's critique-score gap, which leaks the untrained judge into the reward)"})
     margin_scale: float = field(default=1.0, metadata={"help": "multiply every margin by this"})
     center_rewards_coefficient: float = field(default=0.0, metadata={"help": "weight of (r+ + r-)^2 added to L_r to keep rewards centred (e.g. 0.01); 0: off"})
     head_hidden_size: int = field(default=0, metadata={"help": "reward head: 0 = linear layer; N = MLP with N hidden units"})
@@ -71,6 +72,7 @@ class TrainConfig:
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
             (self.truncation in TRUNCATION_POLICIES, f"truncation must be one of {', '.join(TRUNCATION_POLICIES)}"),
             (self.pairing in PAIRING_POLICIES, f"pairing must be one of {', '.join(PAIRING_POLICIES)}, got {self.pairing!r}"),
+            (self.margin_source in MARGIN_SOURCES, f"margin_source must be one of {', '.join(MARGIN_SOURCES)}, got {self.margin_source!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {', '.join(BEST_METRICS)}"),
             (0.0 <= self.lambda_start <= 1.0 and 0.0 <= self.lambda_end <= 1.0, "lambda_start and lambda_end must be in [0, 1]"),

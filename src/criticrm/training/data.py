@@ -67,7 +67,7 @@ def load_training_pairs(path: str | Path, mode: str) -> list[TrainingPair]:
     result = load_pairs(DataConfig(data=str(file)), render_transcript)
     return [TrainingPair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_critiques=[],
                          rejected_critiques=[], critique_supervision=False, subset=p.subset, domain=p.domain,
-                         source=p.source) for p in result.pairs]
+                         source=p.source, margin=p.margin) for p in result.pairs]
 
 
 def _first_json_row(file: Path) -> dict | None:
@@ -150,6 +150,7 @@ class EncodeReport:
     dropped_sequences: int = 0
     dropped_no_critique: int = 0
     critique_tokens: int = 0
+    pairs_with_margin: int = 0
     tokens: int = 0
     templates: dict[str, int] = field(default_factory=dict)
 
@@ -157,8 +158,14 @@ class EncodeReport:
         return dict(self.__dict__)
 
 
-def encode_pairs(pairs: list[TrainingPair], builder: SequenceBuilder, template: str | None = None
-                 ) -> tuple[list[PairExample], EncodeReport]:
+def pair_margin(pair: TrainingPair, source: str) -> float | None:
+    """The margin the Bradley-Terry loss asks of this pair: the user's column (`data`, TRL's rule), the base
+    judge's score gap (`judge`, an ablation that leaks the untrained judge into the reward), or none."""
+    return {"data": pair.margin, "judge": pair.judge_margin, "none": None}[source]
+
+
+def encode_pairs(pairs: list[TrainingPair], builder: SequenceBuilder, template: str | None = None,
+                 margin_source: str = "data") -> tuple[list[PairExample], EncodeReport]:
     """Tokenize every pair for the builder's mode; `template` overrides each row's template (critic mode)."""
     report = EncodeReport(rows=len(pairs))
     examples = []
@@ -180,8 +187,10 @@ def encode_pairs(pairs: list[TrainingPair], builder: SequenceBuilder, template: 
             report.dropped_too_long += 1
             continue
         supervised = builder.mode == "critic" and bool(pair.critique_supervision)
-        examples.append(PairExample(chosen, rejected, supervised, pair.margin, pair.id))
+        margin = pair_margin(pair, margin_source)
+        examples.append(PairExample(chosen, rejected, supervised, margin, pair.id))
         report.pairs += 1
+        report.pairs_with_margin += margin is not None
         report.supervised_pairs += supervised
         report.reward_only_pairs += not supervised
         for sequence in (*chosen, *rejected):
@@ -215,12 +224,11 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, examples: list[PairExample], pairing: str = "matched", k: int = 1, seed: int = 0,
-                 use_margin: bool = True, margin_scale: float = 1.0):
+                 margin_scale: float = 1.0):
         self.examples = examples
         self.pairing = pairing
         self.k = k
         self.seed = seed
-        self.use_margin = use_margin
         self.margin_scale = margin_scale
         self.epoch = 0
 
@@ -243,7 +251,7 @@ class PairDataset(Dataset):
         sequences = [example.chosen[i] for i in used_chosen] + [example.rejected[j] for j in used_rejected]
         chosen_slot = {i: slot for slot, i in enumerate(used_chosen)}
         rejected_slot = {j: len(used_chosen) + slot for slot, j in enumerate(used_rejected)}
-        margin = example.margin * self.margin_scale if (self.use_margin and example.margin is not None) else 0.0
+        margin = example.margin * self.margin_scale if example.margin is not None else 0.0
         return {
             "sequences": sequences,
             "comparisons": [(chosen_slot[i], rejected_slot[j]) for i, j in comparisons],

@@ -444,8 +444,8 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     tokenizer = load_tokenizer(model_name)
     builder = SequenceBuilder(tokenizer, mode=config.mode, template=config.template or "general",
                               max_length=config.max_length, truncation=config.truncation)
-    train_examples, train_report = encode_pairs(train_pairs, builder, config.template)
-    eval_examples, eval_report = encode_pairs(eval_pairs, builder, config.template)
+    train_examples, train_report = encode_pairs(train_pairs, builder, config.template, config.margin_source)
+    eval_examples, eval_report = encode_pairs(eval_pairs, builder, config.template, config.margin_source)
     if not train_examples:
         raise CriticRMError(f"no usable training pair in {data}: {train_report.to_dict()}")
     if config.mode == "critic" and train_report.supervised_pairs == 0:
@@ -453,12 +453,12 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
 
     model = build_model(config, model_name, args)
     model.reward_config.templates = {name: builder.judge_template(name).hash for name in train_report.templates}
+    model.reward_config.training_margin = config.margin_source if train_report.pairs_with_margin else "none"
     schedule = LambdaSchedule(config.lambda_schedule, config.lambda_start, config.lambda_end, config.lambda_rounds,
                               num_epochs=config.epochs)
     train_dataset = PairDataset(train_examples, config.pairing, config.pairs_per_example, config.seed,
-                                config.use_margin, config.margin_scale)
-    eval_dataset = PairDataset(eval_examples, "all", use_margin=config.use_margin,
-                               margin_scale=config.margin_scale) if eval_examples else None
+                                config.margin_scale)
+    eval_dataset = PairDataset(eval_examples, "all", margin_scale=config.margin_scale) if eval_examples else None
     throughput = ThroughputCallback()
     trainer = CriticRMTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -522,6 +522,8 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
         "reward_stats": {"mean": mean, "std": std, "source": stats_source},
+        "margin": {"source": unwrapped.reward_config.training_margin, "scale": config.margin_scale,
+                   "pairs_with_margin": train_report.pairs_with_margin},
         # the λ applied at the first and last step: start/end alone misread schedules that ignore them (constant)
         "lambda_schedule": {"name": config.lambda_schedule, "start": config.lambda_start, "end": config.lambda_end,
                             "first_step": trainer.lambda_at(0),
@@ -533,6 +535,13 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     if trainer.is_world_process_zero():
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _describe_margin(margin: dict[str, Any]) -> str:
+    if margin["source"] == "none":
+        return "none (the human label alone)"
+    what = "the data's margin column" if margin["source"] == "data" else "the base judge's critique-score gap (ablation)"
+    return f"{what} on {margin['pairs_with_margin']} pairs, scaled by {margin['scale']}"
 
 
 # Settings that change how a run executes, not what it computes: a run may resume, or count as
@@ -591,6 +600,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{data['reward_only_pairs']} reward-only); sequences {data['sequences']}, "
         f"truncated {data['truncated_sequences']}, pairs dropped: too long {data['dropped_too_long']}, "
         f"without critiques {data['dropped_no_critique']}",
+        f"Bradley-Terry margin: {_describe_margin(summary['margin'])}",
     ]
     metrics = summary.get("final_metrics") or {}
     if metrics:
