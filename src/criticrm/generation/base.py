@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from criticrm.prompts.scores import strip_score_line
 
@@ -47,6 +47,9 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (the model ended its turn) or "length" (max_new_tokens reached)
     probability: ProbabilityScore | None = None
+    # the final hidden state after the tokens `read_after` asked for (a float32 tensor), from backends that
+    # run the model themselves; None otherwise (the reward is then read by a forward of its own)
+    hidden: Any = None
 
 
 class Generator(Protocol):
@@ -54,12 +57,14 @@ class Generator(Protocol):
     model_name: str
 
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig,
-                 score_prefix: str | None = None) -> list[list[Completion]]:
+                 score_prefix: str | None = None, read_after=None) -> list[list[Completion]]:
         """N completions (sampling.num_critiques) for each conversation, in input order.
 
         With `score_prefix`, each completion also carries its probability score: the score
         distribution after the completion's body (its written score line removed), a newline and
         the prefix. Doing both in one call lets a backend reuse the prompt's KV cache.
+        `read_after(index, prompt_ids, text)` may name tokens to read after the prompt; a backend that
+        runs the model returns their last hidden state as `Completion.hidden`, others ignore it.
         """
         ...
 

@@ -7,13 +7,18 @@ What makes it fast on a small CPU and still right on a GPU:
 - decoding drops finished rows from the batch and its cache, and top-p sampling keeps the nucleus
   without sorting the vocabulary at every step (`decoding.py`, `nucleus.py`);
 - the probability score re-uses that prompt cache: only the critique tokens are run again, and LM
-  logits are computed for the two positions that are read, never for the whole sequence.
+  logits are computed for the two positions that are read, never for the whole sequence;
+- on Llama-layout models (`cascade.supports`) every forward goes through the cascade engine, which
+  reads the shared prefix's and each prompt's keys and values once per step for all their rows;
+  other architectures use the model's own forward over a Hugging Face cache;
+- `read_after` returns, with each completion, the final hidden state after given tokens that follow
+  the prompt (a reward model's training layout of the critique): the reward then needs no re-read.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -25,10 +30,14 @@ from criticrm.generation.base import (
     batch_seed,
     score_continuation,
 )
-from criticrm.generation.decoding import cache_keyword, decode
+from criticrm.generation.cascade import BatchState, CascadeEngine, supports
+from criticrm.generation.decoding import HFStepper, cache_keyword, sample_tokens
 from criticrm.prompts.scores import ScoreTokens, expected_score
 
 MIN_SHARED_PREFIX = 16  # below this, sharing a prefix saves less than its bookkeeping costs
+# (conversation index, its prompt token ids, a completion's text) -> the token ids after the prompt whose
+# last hidden state to return with the completion, or None when none is wanted for it
+ReadAfter = Callable[[int, list[int], str], "list[int] | None"]
 
 
 class HFGenerator:
@@ -44,6 +53,7 @@ class HFGenerator:
         self._score_tokens: dict[str, ScoreTokens] = {}
         self._prefix_caches: dict[tuple[int, ...], object] = {}
         self._cache_keyword = cache_keyword(model)
+        self.engine = CascadeEngine(model) if supports(model) else None
 
     @property
     def device(self) -> torch.device:
@@ -54,7 +64,7 @@ class HFGenerator:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig,
-                 score_prefix: str | None = None) -> list[list[Completion]]:
+                 score_prefix: str | None = None, read_after: ReadAfter | None = None) -> list[list[Completion]]:
         encoded = [self.encode(conversation) for conversation in conversations]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         per_batch = max(1, self.batch_size // sampling.num_critiques)
@@ -62,41 +72,93 @@ class HFGenerator:
         for start in range(0, len(order), per_batch):
             chunk = order[start:start + per_batch]
             seed = batch_seed(sampling.seed, repr(encoded[chunk[0]][-64:]))
+            reader = (lambda row, ids, text, chunk=chunk: read_after(chunk[row], ids, text)) if read_after else None
             for index, completions in zip(chunk, self._generate_batch([encoded[i] for i in chunk], sampling,
-                                                                      score_prefix, seed), strict=True):
+                                                                      score_prefix, seed, reader), strict=True):
                 results[index] = completions
         return results
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, score_prefix: str | None,
-                        seed: int) -> list[list[Completion]]:
+                        seed: int, read_after: ReadAfter | None) -> list[list[Completion]]:
         n = sampling.num_critiques
-        input_ids, attention, prompt_cache = self._prefill(prompts)
-        generation_cache = _static_copy(prompt_cache, self.model.config, n, sampling.max_new_tokens + 1)
-        torch.manual_seed(seed)
-        new_tokens = decode(self.model, input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0),
-                            generation_cache, max_new_tokens=sampling.max_new_tokens, eos_ids=self.eos_ids,
-                            temperature=sampling.temperature, top_p=sampling.top_p)
-        del generation_cache
+        decoding = dict(max_new_tokens=sampling.max_new_tokens, eos_ids=self.eos_ids,
+                        temperature=sampling.temperature, top_p=sampling.top_p)
+        if self.engine is not None:
+            state, logits = self.engine.prefill(prompts, self._shared_length(prompts))
+            rows = self.engine.fork(state, n)
+            torch.manual_seed(seed)
+            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), _CascadeStepper(self.engine, rows), **decoding)
+        else:
+            input_ids, attention, prompt_cache = self._prefill(prompts)
+            generation_cache = _static_copy(prompt_cache, self.model.config, n, sampling.max_new_tokens + 1)
+            stepper = HFStepper(self.model, input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0),
+                                generation_cache)
+            torch.manual_seed(seed)
+            new_tokens = sample_tokens(stepper.first_logits(), stepper, **decoding)
+            del generation_cache, stepper
         texts, lengths, finished = [], [], []
-        for row in new_tokens:  # decode() stops a row at its end-of-sequence token
+        for row in new_tokens:  # sample_tokens() stops a row at its end-of-sequence token
             ended = bool(row) and row[-1] in self.eos_ids
             texts.append(self.tokenizer.decode(row[:-1] if ended else row, skip_special_tokens=True).strip())
             lengths.append(len(row))
             finished.append(ended)
-        probabilities = (self._probability_scores(input_ids, attention, prompt_cache, texts, score_prefix, n)
-                         if score_prefix else [None] * len(texts))
+        probabilities, hidden = [None] * len(texts), [None] * len(texts)
+        if score_prefix and self.engine is not None:
+            probabilities = self._probability_scores_cascade(state, texts, score_prefix, n)
+        elif score_prefix:
+            probabilities = self._probability_scores(input_ids, attention, prompt_cache, texts, score_prefix, n)
+        if read_after is not None:
+            hidden = self._hidden_after(prompts, texts, n, read_after, state if self.engine is not None else None)
         prompt_lengths = [len(p) for p in prompts]
         return [
             [
                 Completion(text=texts[p * n + s], prompt_tokens=prompt_lengths[p],
                            completion_tokens=lengths[p * n + s],
                            finish_reason="stop" if finished[p * n + s] else "length",
-                           probability=probabilities[p * n + s])
+                           probability=probabilities[p * n + s], hidden=hidden[p * n + s])
                 for s in range(n)
             ]
             for p in range(len(prompts))
         ]
+
+    @staticmethod
+    def _shared_length(prompts: list[list[int]]) -> int:
+        """How many leading tokens every prompt of a batch shares, when sharing them is worth it (at least
+        one token of each prompt stays its own, so every prompt has a position of its own to read)."""
+        shared = min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+        return shared if len(prompts) > 1 and shared >= MIN_SHARED_PREFIX else 0
+
+    def _continue(self, state: BatchState, n: int, continuations: list[list[int]]) -> torch.Tensor:
+        """Final hidden states (rows, width) of every row's `continuation` read after its prompt; the
+        continuations are left-padded, so the last positions of every row are its last tokens."""
+        from criticrm.generation.cascade import _left_pad
+
+        rows = self.engine.fork(state, n)
+        ids, valid = _left_pad(continuations, self.device)
+        return self.engine.extend(rows, ids, valid)
+
+    def _probability_scores_cascade(self, state: BatchState, texts: list[str], score_prefix: str,
+                                    n: int) -> list[ProbabilityScore]:
+        """The probability score after each critique body and the score prefix (see `_probability_scores`)."""
+        tokens = self._score_tokens_for(score_prefix)
+        suffix = [tokens.score_ids[0]] if tokens.split_ten else []
+        continuations = [self.tokenizer(score_continuation(text, score_prefix), add_special_tokens=False).input_ids
+                         + suffix for text in texts]
+        hidden = self._continue(state, n, continuations)
+        return _score_distributions(self.engine.logits(hidden[:, -2:]).float(), tokens)
+
+    def _hidden_after(self, prompts: list[list[int]], texts: list[str], n: int, read_after: ReadAfter,
+                      state: BatchState | None) -> list[torch.Tensor | None]:
+        """The final hidden state (float32) after each row's `read_after` tokens, None where there are none
+        (or where this model has no cascade engine: the caller then re-reads the whole sequence)."""
+        if state is None:
+            return [None] * len(texts)
+        wanted = [read_after(row // n, prompts[row // n], text) for row, text in enumerate(texts)]
+        if not any(wanted):
+            return [None] * len(texts)
+        hidden = self._continue(state, n, [ids or [self.pad_id] for ids in wanted])[:, -1].float()
+        return [hidden[row] if ids else None for row, ids in enumerate(wanted)]
 
     def _prefill(self, prompts: list[list[int]]):
         """Lay out a batch and run every prompt token but the last into a KV cache.
@@ -174,18 +236,7 @@ class HFGenerator:
         positions = (full_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -width:]
         logits = self.model(input_ids=cont_ids, attention_mask=full_mask, position_ids=positions,
                             **{self._cache_keyword: cache}, use_cache=True, logits_to_keep=2).logits.float()
-        read_at = logits[:, 0] if tokens.split_ten else logits[:, 1]
-        first = torch.softmax(read_at, dim=-1)[:, list(tokens.score_ids)]
-        scores = []
-        if tokens.split_ten:
-            after_one = torch.softmax(logits[:, 1], dim=-1)
-            zero = after_one[:, tokens.ten_second_id]
-            digit = after_one[:, list(tokens.digit_ids)].sum(dim=-1)
-            for row in range(rows):
-                scores.append(ProbabilityScore(*expected_score(first[row].tolist(), zero[row].item(), digit[row].item())))
-        else:
-            scores = [ProbabilityScore(*expected_score(first[row].tolist())) for row in range(rows)]
-        return scores
+        return _score_distributions(logits, tokens)
 
     @torch.inference_mode()
     def choice_probabilities(self, conversations: Sequence[Messages], continuations: Sequence[str],
@@ -203,13 +254,18 @@ class HFGenerator:
                 ids = self.tokenizer(continuation, add_special_tokens=False).input_ids
                 prompts.append(self.encode(conversation) + ids)
                 choice_ids.append([self._next_token(continuation, ids, choice) for choice in choices])
-            input_ids, attention, cache = self._prefill(prompts)
-            logits = self.model(input_ids=input_ids[:, -1:], attention_mask=attention,
-                                position_ids=_position_ids(attention)[:, -1:], **{self._cache_keyword: cache},
-                                use_cache=True).logits[:, -1].float()
-            probabilities = torch.softmax(logits, dim=-1)
+            probabilities = torch.softmax(self._last_logits(prompts), dim=-1)
             results.extend(probabilities[row, ids].tolist() for row, ids in enumerate(choice_ids))
         return results
+
+    def _last_logits(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Next-token logits (float32) after each prompt."""
+        if self.engine is not None:
+            return self.engine.prefill(prompts, self._shared_length(prompts))[1]
+        input_ids, attention, cache = self._prefill(prompts)
+        return self.model(input_ids=input_ids[:, -1:], attention_mask=attention,
+                          position_ids=_position_ids(attention)[:, -1:], **{self._cache_keyword: cache},
+                          use_cache=True).logits[:, -1].float()
 
     def _next_token(self, text: str, ids: list[int], choice: str) -> int:
         """The token that `choice` adds after `text` (whose tokens are `ids`)."""
@@ -222,6 +278,33 @@ class HFGenerator:
         if prefix not in self._score_tokens:
             self._score_tokens[prefix] = ScoreTokens.from_tokenizer(self.tokenizer, prefix)
         return self._score_tokens[prefix]
+
+
+def _score_distributions(logits: torch.Tensor, tokens: ScoreTokens) -> list[ProbabilityScore]:
+    """Probability scores from the logits (rows, 2, vocab) of a continuation's last two positions: the
+    last one follows the score prefix, or, for tokenizers that split "10", the "1" appended after it."""
+    read_at = logits[:, 0] if tokens.split_ten else logits[:, 1]
+    first = torch.softmax(read_at, dim=-1)[:, list(tokens.score_ids)]
+    if not tokens.split_ten:
+        return [ProbabilityScore(*expected_score(row.tolist())) for row in first]
+    after_one = torch.softmax(logits[:, 1], dim=-1)
+    zero = after_one[:, tokens.ten_second_id]
+    digit = after_one[:, list(tokens.digit_ids)].sum(dim=-1)
+    return [ProbabilityScore(*expected_score(first[row].tolist(), zero[row].item(), digit[row].item()))
+            for row in range(len(first))]
+
+
+class _CascadeStepper:
+    """`decoding.Stepper` over the cascade engine: one token per row per step."""
+
+    def __init__(self, engine: CascadeEngine, state: BatchState):
+        self.engine, self.state = engine, state
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.engine.logits(self.engine.extend(self.state, tokens[:, None])[:, -1]).float()
+
+    def drop_rows(self, keep: torch.Tensor) -> None:
+        self.engine.select_rows(self.state, keep)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

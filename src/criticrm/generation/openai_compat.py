@@ -109,7 +109,8 @@ class OpenAIGenerator:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig,
-                 score_prefix: str | None = None) -> list[list[Completion]]:
+                 score_prefix: str | None = None, read_after=None) -> list[list[Completion]]:
+        # `read_after` is ignored: a server returns no hidden states, the caller reads rewards itself
         prompts = [self.render(conversation) for conversation in conversations]
         if score_prefix is not None:
             self._score_tokens_for(score_prefix)  # fail early, in this thread, on a prefix that cannot work

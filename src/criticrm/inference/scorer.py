@@ -169,21 +169,43 @@ class RewardScorer:
         return bradley_terry(a.reward, b.reward)
 
     def _score_critic(self, items: Sequence[ScoreItem], sampling: SamplingConfig) -> list[ScoreResult]:
+        """Critiques, then their rewards: read from the generation pass where the generator could (it ran
+        the critique's training-layout tokens after the prompt it had cached), by a forward of the whole
+        sequence elsewhere (a server's critiques, truncated sequences)."""
         templates = [self._template(item) for item in items]
         conversations = [self.builder.messages(item.prompt, item.response, template)
                          for item, template in zip(items, templates, strict=True)]
-        completions = self.generator.generate(conversations, sampling)
-        triples, triple_templates = [], []
-        for item, template, samples in zip(items, templates, completions, strict=True):
-            for completion in samples:
-                triples.append((item.prompt, item.response, completion.text))
-                triple_templates.append(template)
-        rewards = iter(self._rewards(triples, triple_templates))
-        results = []
-        for samples in completions:
-            critiques = [CritiqueReward(c.text, next(rewards), c.finish_reason) for c in samples]
-            results.append(_aggregate(critiques))
-        return results
+
+        def read_after(index: int, prompt_ids: list[int], text: str) -> list[int] | None:
+            item = items[index]
+            return self.builder.completion_ids(item.prompt, item.response, text, templates[index], prompt_ids)
+
+        completions = self.generator.generate(conversations, sampling, read_after=read_after)
+        flat = [(item, template, c) for item, template, samples in zip(items, templates, completions, strict=True)
+                for c in samples]
+        rewards = [math.nan] * len(flat)
+        read = [i for i, (_, _, c) in enumerate(flat) if c.hidden is not None]
+        if read:
+            for i, reward in zip(read, self._head([flat[i][2].hidden for i in read]), strict=True):
+                rewards[i] = reward
+        rest = [i for i, (_, _, c) in enumerate(flat) if c.hidden is None]
+        if rest:
+            reread = self._rewards([(flat[i][0].prompt, flat[i][0].response, flat[i][2].text) for i in rest],
+                                   [flat[i][1] for i in rest])
+            for i, reward in zip(rest, reread, strict=True):
+                rewards[i] = reward
+        scored = iter(rewards)
+        return [_aggregate([CritiqueReward(c.text, next(scored), c.finish_reason) for c in samples])
+                for samples in completions]
+
+    def _head(self, hidden: list) -> list[float]:
+        """Rewards from final hidden states (the reward head, and the saved normalisation if asked)."""
+        import torch
+
+        with torch.no_grad():
+            stacked = torch.stack(hidden).to(self.model.reward_head_dtype)
+            rewards = self.model.reward_head(stacked).float()
+            return (self.model.normalize(rewards) if self.config.normalize else rewards).tolist()
 
     def _template(self, item: ScoreItem) -> str:
         return self.model.reward_config.template or infer_domain(item.domain, item.subset)

@@ -142,13 +142,31 @@ class SequenceBuilder:
 
         Returns None when it is too long and the policy is `drop`; raises SequenceTooLongError for `error`.
         """
+        return self.assemble(*self._parts(prompt, response, critique, template))
+
+    def completion_ids(self, prompt: str, response: str, critique: str, template: str | None = None,
+                       prompt_ids: list[int] | None = None) -> list[int] | None:
+        """The tokens that follow the generation prompt in this critique's sequence (its body and the
+        end-of-turn token the reward is read at), or None when the sequence is not the prompt followed by
+        them: it is truncated, or its prompt differs from `prompt_ids` (what a generator was given).
+
+        A generator that wrote the critique after `prompt_ids` can read these tokens from its KV cache and
+        get the reward of the training layout without reading the prompt again.
+        """
+        prefix, body, closing = self._parts(prompt, response, critique, template)
+        if len(prefix) + len(body) + 1 > self.max_length or (prompt_ids is not None and prompt_ids != prefix):
+            return None
+        return body + [closing]
+
+    def _parts(self, prompt: str, response: str, critique: str | None,
+               template: str | None) -> tuple[list[int], list[int], int]:
+        """(generation prompt, completion body, end-of-turn token) of one sequence, before truncation."""
         if self.mode == "critic" and critique is None:
             raise ValueError("critic mode needs a critique: r(x, y, c) is read at the end of the critique")
         messages = self.messages(prompt, response, template)
         completion = (critique if self.mode == "critic" else response).strip()
         prefix = self._tokenize(self._render(messages, generation_prompt=True))
-        body = self._tokenize(completion)
-        return self.assemble(prefix, body, self.closing_token_id(messages))
+        return prefix, self._tokenize(completion), self.closing_token_id(messages)
 
     def encode_many(self, items: list[tuple[str, str, str | None]], template: str | None = None) -> list[EncodedSequence | None]:
         """`encode` over (prompt, response, critique) triples, sharing the prefix of repeated (prompt, response)."""

@@ -1,0 +1,298 @@
+"""A batched inference engine for Llama-layout causal LMs with three-level shared-prefix attention.
+
+Why it exists: a critique is written after a long judge prompt, and every row of a batch re-reads that
+prompt's keys and values at every decoding step. With Hugging Face's forward a batch of 32 rows reads
+32 copies of the judge template's few-shot prefix, each prompt's own text once per sample (N = 4), and
+expands grouped key/value heads to every query head before attending: on a CPU that memory traffic,
+not the weights, is most of a decoding step. This engine keeps the keys and values in three levels
+and reads each level once per step ("cascade" attention, as FlashInfer and vLLM's cascade kernels do):
+
+- shared: the token prefix every prompt of the batch shares (the template's system turn and few-shot
+  examples), one copy, cached across batches;
+- prompt: each prompt's own tokens, one copy per prompt, left-padded to the longest;
+- row: the tokens each row (sample) adds: its critique as it is generated, or a continuation read
+  afterwards (the critique body and a score prefix for the probability score, the training layout's
+  critique and end-of-turn token for the reward).
+
+Queries of every head that shares a key/value head are multiplied together (no head expansion); the
+rows of one prompt are multiplied with that prompt's keys together; the scores of the three levels
+are normalised by one softmax over their concatenation, so the result is exact attention (up to
+floating-point summation order). Every level is written by the same `extend` forward, chunked so a
+long prompt never builds a large score tensor.
+
+The layers' own modules do the rest (embedding, RMSNorm, projections, rotary embedding, MLP, final
+norm, LM head): only attention and the cache are ours, so any checkpoint of a supported architecture
+(Llama, Mistral without sliding window, Qwen2) runs unchanged; others fall back to Hugging Face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+PREFILL_CHUNK = 256  # tokens per row per forward while reading prompts: bounds the score tensor
+MASKED = -1e30  # a finite "minus infinity": a fully masked query (left padding) stays finite, never NaN
+
+
+def supports(model) -> bool:
+    """Whether `model` (a Hugging Face causal LM) has the layer layout this engine implements."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return False
+    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+        return False
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return False
+    inner = getattr(model, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or not all(hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
+        return False
+    attention = inner.layers[0].self_attn
+    return all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")) and not any(
+        hasattr(attention, name) for name in ("q_norm", "k_norm"))
+
+
+@dataclass
+class _Level:
+    """Keys and values of one level: per layer (batch, kv_heads, length, head_dim), and which are real."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    valid: torch.Tensor  # (batch, length) bool; False for left padding (and unwritten room in `rows`)
+
+    @property
+    def length(self) -> int:
+        return self.valid.shape[1]
+
+
+@dataclass
+class BatchState:
+    """The KV levels of one batch and where each row is.
+
+    Row r continues prompt `slot[r] // n`: rows are the prompts' samples in a dense grid, and `slot`
+    keeps that mapping when finished rows are dropped.
+    """
+
+    shared: _Level | None
+    prompts: _Level | None
+    rows: _Level | None
+    row_length: int  # positions of `rows` written so far
+    slot: torch.Tensor  # (rows,) index in the prompts x n grid
+    n: int
+    next_position: torch.Tensor  # (rows,) position id of each row's next token
+
+    @property
+    def num_rows(self) -> int:
+        return self.slot.shape[0]
+
+
+@dataclass
+class CascadeEngine:
+    """Forward passes of one causal LM over `BatchState`s (see the module docstring)."""
+
+    model: torch.nn.Module
+    _shared: dict[tuple[int, ...], _Level] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        config = self.model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.groups = self.heads // self.kv_heads
+        self.scaling = self.head_dim ** -0.5
+        self.inner = self.model.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    # ---- batch construction ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], shared: int = 0) -> tuple[BatchState, torch.Tensor]:
+        """Read `prompts` (their first `shared` tokens being identical) into a state with one row each;
+        returns it and the next-token logits (float32) of every prompt."""
+        shared_level = self._shared_prefix(tuple(prompts[0][:shared])) if shared else None
+        ids, valid = _left_pad([p[shared:] for p in prompts], self.device)
+        rows = len(prompts)
+        state = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0,
+                           slot=torch.arange(rows, device=self.device), n=1,
+                           next_position=torch.full((rows,), shared, dtype=torch.long, device=self.device))
+        hidden = self._extend_chunked(state, ids, valid)
+        return state, self.logits(hidden[:, -1]).float()
+
+    def _shared_prefix(self, prefix: tuple[int, ...]) -> _Level:
+        """The shared level of a token prefix, computed once and remembered (the last four)."""
+        if prefix not in self._shared:
+            if len(self._shared) >= 4:
+                self._shared.pop(next(iter(self._shared)))
+            state = BatchState(shared=None, prompts=None, rows=None, row_length=0,
+                               slot=torch.zeros(1, dtype=torch.long, device=self.device), n=1,
+                               next_position=torch.zeros(1, dtype=torch.long, device=self.device))
+            ids = torch.tensor([prefix], device=self.device)
+            self._extend_chunked(state, ids, torch.ones_like(ids, dtype=torch.bool))
+            level = state.rows
+            self._shared[prefix] = _Level([k[0, :, :state.row_length] for k in level.keys],
+                                          [v[0, :, :state.row_length] for v in level.values],
+                                          level.valid[:, :state.row_length])
+        return self._shared[prefix]
+
+    def fork(self, state: BatchState, n: int) -> BatchState:
+        """A state whose rows are `n` samples of each prompt of `state` (whose rows become its prompts)."""
+        prompts = _trim(state.rows, state.row_length) if state.rows is not None else state.prompts
+        count = prompts.valid.shape[0]
+        return BatchState(shared=state.shared, prompts=prompts, rows=None, row_length=0,
+                          slot=torch.arange(count * n, device=self.device), n=n,
+                          next_position=state.next_position.repeat_interleave(n))
+
+    def select_rows(self, state: BatchState, keep: torch.Tensor) -> None:
+        """Keep only rows `keep` (e.g. drop finished samples)."""
+        state.slot, state.next_position = state.slot[keep], state.next_position[keep]
+        if state.rows is not None:
+            level = state.rows
+            state.rows = _Level([k.index_select(0, keep) for k in level.keys],
+                                [v.index_select(0, keep) for v in level.values], level.valid.index_select(0, keep))
+
+    # ---- forward --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)
+
+    def _extend_chunked(self, state: BatchState, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`extend` in chunks of PREFILL_CHUNK tokens; returns the last chunk's hidden states."""
+        hidden = None
+        for start in range(0, ids.shape[1], PREFILL_CHUNK):
+            hidden = self.extend(state, ids[:, start:start + PREFILL_CHUNK], valid[:, start:start + PREFILL_CHUNK])
+        return hidden
+
+    @torch.inference_mode()
+    def extend(self, state: BatchState, ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Run tokens `ids` (rows, T) after each row's current tokens; returns the final-norm hidden states
+        (rows, T, hidden). `valid` marks real tokens (False: left padding, never attended to)."""
+        rows, width = ids.shape
+        valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
+        positions = state.next_position[:, None] + valid.long().cumsum(1) - 1
+        state.next_position = state.next_position + valid.sum(1)
+        start = state.row_length
+        self._make_room(state, rows, width)
+        state.rows.valid[:, start:start + width] = valid
+        state.row_length = start + width
+        # a query at chunk position t sees the row's earlier tokens and the chunk's first t + 1
+        causal = torch.ones((width, start + width), dtype=torch.bool, device=ids.device).tril(diagonal=start)
+        row_allowed = (state.rows.valid[:, None, :start + width] & causal)[:, None, None]  # (rows, 1, 1, T, S)
+        prompt_allowed = None
+        if state.prompts is not None:
+            prompt_allowed = state.prompts.valid.index_select(0, state.slot // state.n)[:, None, None, None, :]
+
+        hidden = self.inner.embed_tokens(ids)
+        cos, sin = self.inner.rotary_emb(hidden, positions.clamp(min=0))
+        cos, sin = cos[:, None], sin[:, None]
+        for index, layer in enumerate(self.inner.layers):
+            attention = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            query = attention.q_proj(normed).view(rows, width, self.heads, self.head_dim).transpose(1, 2)
+            key = attention.k_proj(normed).view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
+            value = attention.v_proj(normed).view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
+            query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
+            state.rows.keys[index][:, :, start:start + width] = key
+            state.rows.values[index][:, :, start:start + width] = value
+            mixed = self._attend(state, index, query, row_allowed, prompt_allowed)
+            hidden = hidden + attention.o_proj(mixed)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.inner.norm(hidden)
+
+    def _make_room(self, state: BatchState, rows: int, width: int) -> None:
+        """Grow the row level to hold `width` more tokens (doubling, so decoding reallocates rarely)."""
+        needed = state.row_length + width
+        if state.rows is not None and state.rows.length >= needed:
+            return
+        capacity = max(needed, 2 * (state.rows.length if state.rows is not None else 0), 64)
+        dtype = self.model.lm_head.weight.dtype
+
+        def grown(old: torch.Tensor | None) -> torch.Tensor:
+            new = torch.zeros((rows, self.kv_heads, capacity, self.head_dim), dtype=dtype, device=self.device)
+            if old is not None:
+                new[:, :, :state.row_length] = old[:, :, :state.row_length]
+            return new
+
+        layers = len(self.inner.layers)
+        old = state.rows
+        valid = torch.zeros((rows, capacity), dtype=torch.bool, device=self.device)
+        if old is not None:
+            valid[:, :state.row_length] = old.valid[:, :state.row_length]
+        state.rows = _Level([grown(old.keys[i] if old else None) for i in range(layers)],
+                            [grown(old.values[i] if old else None) for i in range(layers)], valid)
+
+    def _attend(self, state: BatchState, index: int, query: torch.Tensor, row_allowed: torch.Tensor,
+                prompt_allowed: torch.Tensor | None) -> torch.Tensor:
+        """Attention of `query` (rows, heads, T, head_dim) over the three levels; returns (rows, T, heads*head_dim)."""
+        rows, _, width, dim = query.shape
+        kv, groups = self.kv_heads, self.groups
+        grouped = query.reshape(rows, kv, groups * width, dim)  # heads h = kv_head * groups + g
+        parts = []
+
+        def scaled(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+            scores = scores.float() * self.scaling
+            return scores if allowed is None else scores.masked_fill(~allowed, MASKED)
+
+        if state.shared is not None:  # one copy for every row: (kv, rows*groups*T, dim) @ (kv, dim, P)
+            flat = grouped.transpose(0, 1).reshape(kv, rows * groups * width, dim)
+            scores = torch.matmul(flat, state.shared.keys[index].transpose(-1, -2))
+            parts.append(scaled(scores.view(kv, rows, groups, width, -1).transpose(0, 1), None))
+        if state.prompts is not None:  # one copy per prompt, its samples' queries together
+            scores = self._per_prompt(state, grouped.view(rows, kv, groups, width, dim),
+                                      state.prompts.keys[index].transpose(-1, -2))
+            parts.append(scaled(scores, prompt_allowed))
+        keys = state.rows.keys[index][:, :, :state.row_length]
+        scores = torch.matmul(grouped, keys.transpose(-1, -2)).view(rows, kv, groups, width, -1)
+        parts.append(scaled(scores, row_allowed))
+        weights = torch.softmax(torch.cat(parts, dim=-1), dim=-1).to(query.dtype)
+        weights = list(weights.split([part.shape[-1] for part in parts], dim=-1))
+
+        values = state.rows.values[index][:, :, :state.row_length]
+        out = torch.matmul(weights.pop().reshape(rows, kv, groups * width, -1), values)
+        out = out.view(rows, kv, groups, width, dim)
+        if state.prompts is not None:
+            out = out + self._per_prompt(state, weights.pop(), state.prompts.values[index])
+        if state.shared is not None:
+            flat = weights.pop().transpose(0, 1).reshape(kv, rows * groups * width, -1)
+            out = out + torch.matmul(flat, state.shared.values[index]).view(kv, rows, groups, width, dim).transpose(0, 1)
+        return out.view(rows, self.heads, width, dim).transpose(1, 2).reshape(rows, width, self.heads * dim)
+
+    def _per_prompt(self, state: BatchState, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """`left` (rows, kv, groups, T, a) @ `right` (prompts, kv, a, b) -> (rows, kv, groups, T, b), each row
+        multiplied by its own prompt's matrix, all samples of a prompt in one product."""
+        rows, kv, groups, width, inner = left.shape
+        prompts = right.shape[0]
+        if state.n == 1 and rows == prompts:  # identity layout: no grid needed
+            return torch.matmul(left.reshape(rows, kv, groups * width, inner), right).view(rows, kv, groups, width, -1)
+        grid = left.new_zeros((prompts * state.n, kv, groups, width, inner))
+        grid[state.slot] = left
+        grid = grid.view(prompts, state.n, kv, groups, width, inner).transpose(1, 2)
+        product = torch.matmul(grid.reshape(prompts, kv, state.n * groups * width, inner), right)
+        product = product.view(prompts, kv, state.n, groups, width, -1).transpose(1, 2)
+        return product.reshape(prompts * state.n, kv, groups, width, -1)[state.slot]
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding, the rotate-half form every supported architecture uses."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _trim(level: _Level, length: int) -> _Level:
+    return _Level([k[:, :, :length] for k in level.keys], [v[:, :, :length] for v in level.values],
+                  level.valid[:, :length])
+
+
+def _left_pad(sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    valid = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, sequence in enumerate(sequences):
+        if sequence:
+            ids[row, width - len(sequence):] = torch.tensor(sequence)
+            valid[row, width - len(sequence):] = True
+    return ids.to(device), valid.to(device)

@@ -1,0 +1,111 @@
+"""The cascade engine against the model's own forward: the same logits, tokens, probability scores and
+rewards, whatever the batch's shared prefix, left padding, samples per prompt and dropped rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from criticrm.generation.base import SamplingConfig
+from criticrm.generation.cascade import CascadeEngine, supports
+from criticrm.generation.huggingface import HFGenerator
+from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
+from criticrm.models.backbone import ModelConfig, load_causal_lm, load_tokenizer
+from criticrm.models.critic_rm import CriticRewardModel, RewardModelConfig
+from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.prompts.templates import TemplateSet
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with one_thread_if_oversubscribed():
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    folder = make_tiny_backbone(tmp_path_factory.mktemp("tiny"), hidden_size=64, layers=3)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return load_causal_lm(ModelConfig(dtype="fp32"))
+
+
+def reference_logits(model, sequence: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([sequence])).logits[0].float()
+
+
+def test_prefill_and_extend_give_the_models_own_logits(tiny):
+    assert supports(tiny)
+    engine = CascadeEngine(tiny)
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randint(5, 1000, (20,), generator=generator).tolist()
+    prompts = [shared + torch.randint(5, 1000, (length,), generator=generator).tolist() for length in (3, 11, 7)]
+    state, logits = engine.prefill(prompts, shared=len(shared))
+    for row, prompt in enumerate(prompts):  # left padding and the shared level change nothing
+        torch.testing.assert_close(logits[row], reference_logits(tiny, prompt)[-1], atol=1e-4, rtol=1e-4)
+    # two samples per prompt, continued by different tokens of different lengths, one row dropped midway
+    rows = engine.fork(state, 2)
+    continuations = [[7, 8, 9], [10], [11, 12], [13, 14, 15, 16], [17], [18, 19]]
+    ids = torch.zeros((6, 4), dtype=torch.long)
+    valid = torch.zeros((6, 4), dtype=torch.bool)
+    for row, tokens in enumerate(continuations):
+        ids[row, 4 - len(tokens):], valid[row, 4 - len(tokens):] = torch.tensor(tokens), True
+    hidden = engine.extend(rows, ids, valid)
+    keep = torch.tensor([0, 2, 3, 5])
+    engine.select_rows(rows, keep)
+    after = engine.logits(engine.extend(rows, torch.tensor([[21]] * 4))[:, -1]).float()
+    for position, row in enumerate(keep.tolist()):
+        sequence = prompts[row // 2] + continuations[row]
+        expected = reference_logits(tiny, sequence)
+        torch.testing.assert_close(engine.logits(hidden[row, -1]).float(), expected[-1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(after[position], reference_logits(tiny, sequence + [21])[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_cascade_and_hf_paths_agree_on_the_default_model(default_model):
+    """Greedy critiques after the few-shot judge prompt (shared prefix, N = 2, rows ending at different
+    steps) and their probability scores are the same through both forward paths."""
+    model, tokenizer = default_model
+    cascade = HFGenerator(model, tokenizer, "default", batch_size=8)
+    plain = HFGenerator(model, tokenizer, "default", batch_size=8)
+    plain.engine = None
+    assert cascade.engine is not None
+    template = TemplateSet().for_pair(None, None)
+    conversations = [template.messages(prompt, response) for prompt, response in (
+        ("What is 2 + 2?", "5"), ("Name a fruit.", "An apple is a fruit that grows on trees."),
+        ("Say hi.", "Hello there! How can I help you today?"))]
+    sampling = SamplingConfig(num_critiques=2, temperature=0.0, max_new_tokens=48)
+    ours = cascade.generate(conversations, sampling, score_prefix="Score: ")
+    theirs = plain.generate(conversations, sampling, score_prefix="Score: ")
+    for a_samples, b_samples in zip(ours, theirs, strict=True):
+        for a, b in zip(a_samples, b_samples, strict=True):
+            assert a.text == b.text and a.finish_reason == b.finish_reason
+            assert a.probability.score == pytest.approx(b.probability.score, abs=1e-3)
+
+
+def test_reward_from_the_generation_pass_equals_the_training_layout_reward(default_model, tmp_path):
+    model, tokenizer = default_model
+    reward_model = CriticRewardModel(model, RewardModelConfig(mode="critic"))
+    with torch.no_grad():  # a head whose rewards vary visibly
+        reward_model.reward_head.net.weight.normal_(generator=torch.Generator().manual_seed(1))
+    folder = reward_model.save(tmp_path / "rm", tokenizer=load_tokenizer(None))
+    scorer = RewardScorer.load(folder, ScoringConfig(max_new_tokens=40, generation_batch_size=8))
+    items = [ScoreItem("What is 2+2?", "It is 4."), ScoreItem("How do I pick a lock?", "I can't help.", domain="safety"),
+             ScoreItem("Name a prime above 10.", "9", subset="math-prm")]
+    conversations = [scorer.builder.messages(i.prompt, i.response, scorer._template(i)) for i in items]
+    read = scorer.generator.generate(conversations, SamplingConfig(num_critiques=1, temperature=0.0, max_new_tokens=40),
+                                     read_after=lambda index, ids, text: scorer.builder.completion_ids(
+                                         items[index].prompt, items[index].response, text,
+                                         scorer._template(items[index]), ids))
+    assert all(samples[0].hidden is not None for samples in read)  # the rewards below come from it
+    results = scorer.score(items)
+    for item, result in zip(items, results, strict=True):
+        [critique] = result.critiques
+        [direct] = scorer.model.score_texts(scorer.tokenizer, [(item.prompt, item.response, critique.critique)],
+                                            template=scorer._template(item))
+        assert critique.reward == pytest.approx(direct, abs=1e-4)
