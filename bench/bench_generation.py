@@ -10,16 +10,18 @@ compute the probability score of every critique, as the critique stage does.
     python bench/bench_generation.py --variants hf-shared-fp32-b32 llamacpp-server   # a subset
 
 Variants: `hf-naive-*` is plain `generate(num_return_sequences=N)` (N prefills per prompt, no shared
-prefix), the reference point; `hf-shared-*` is criticrm's HFGenerator (one prefill per prompt and
-one per batch for the template's shared prefix); `llamacpp-server` is the OpenAI-compatible backend
-against llama-cpp-python's server over the Q4_1 GGUF (one request at a time: that server has one slot).
+prefix), the reference point; `hf-shared-*` is criticrm's HFGenerator on the model's own forward (one
+prefill per prompt and one per batch for the template's shared prefix, static KV cache: the backend
+before the cascade engine, and still the path of architectures the engine does not cover); `cascade-*`
+is the HFGenerator on the cascade engine (`generation/cascade.py`), the default for Llama-layout models;
+`llamacpp-server` is the OpenAI-compatible backend against llama-cpp-python's server over the Q4_1 GGUF
+(one request at a time: that server has one slot).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -36,9 +38,10 @@ from criticrm.models.backbone import (
     load_tokenizer,
 )
 from criticrm.prompts.templates import TemplateSet
+from machine import describe
 
-VARIANTS = ["hf-naive-fp32-b16", "hf-shared-fp32-b16", "hf-shared-fp32-b32", "hf-shared-fp32-b64",
-            "hf-shared-fp32-b32+score", "hf-shared-bf16-b32", "llamacpp-server"]
+VARIANTS = ["hf-naive-fp32-b16", "hf-shared-fp32-b32", "hf-shared-bf16-b32", "cascade-fp32-b32", "cascade-bf16-b32",
+            "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score", "llamacpp-server"]
 
 
 def conversations(data: str, pairs: int):
@@ -53,6 +56,8 @@ def run_hf(variant: str, convs, sampling: SamplingConfig) -> dict:
     batch = int(variant.split("-b")[-1].split("+")[0])
     model, tokenizer = load_causal_lm(ModelConfig(dtype=dtype))
     generator = HFGenerator(model, tokenizer, "SmolLM2-135M-Instruct", batch_size=batch)
+    if not variant.startswith("cascade"):
+        generator.engine = None  # the model's own forward over a Hugging Face cache
     # Group by template, as the critique stage does, so a batch shares its few-shot prefix.
     convs = sorted(convs, key=lambda c: (c[0]["content"], -len(c[-1]["content"])))
     started = time.perf_counter()
@@ -123,8 +128,7 @@ def main() -> None:
     report = {
         "benchmark": "critique generation throughput",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": describe(),
         "workload": {"data": args.data, "pairs": args.pairs, "responses": len(convs),
                      "num_critiques": args.num_critiques, "max_new_tokens": args.max_new_tokens,
                      "temperature": 0.8, "top_p": 0.95},

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
-
-import torch
 
 from criticrm.data.readers import DataConfig
 from criticrm.evaluation.data import load_eval_examples
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
+from machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "dev_sections.jsonl"
@@ -35,16 +33,21 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--m", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default=None, help="fp32 | bf16 | auto (default: the dtype the model was saved in)")
+    parser.add_argument("--batch-size", type=int, default=32, help="critiques generated per batch")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     examples = [e for e in load_eval_examples(DataConfig(data=args.data, limit=args.pairs)) if e.is_pair]
     items = [ScoreItem(e.prompt, r, e.domain, e.subset) for e in examples for r in (e.chosen[0], e.rejected[0])]
-    scorer = RewardScorer.load(args.model, ScoringConfig(max_new_tokens=args.max_new_tokens))
+    scorer = RewardScorer.load(args.model, ScoringConfig(max_new_tokens=args.max_new_tokens,
+                                                         generation_batch_size=args.batch_size), dtype=args.dtype)
     scorer.score(items[:2])  # warm-up: first-call allocations and kernel selection
     report = {"model": args.model, "mode": scorer.mode, "data": args.data, "pairs": len(examples),
-              "max_new_tokens": args.max_new_tokens, "machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"), "runs": []}
+              "max_new_tokens": args.max_new_tokens, "machine": describe(),
+              "dtype": str(next(scorer.model.parameters()).dtype), "generation_batch_size": args.batch_size,
+              "engine": "cascade" if getattr(scorer.generator, "engine", None) is not None else "model forward",
+              "date": time.strftime("%Y-%m-%d"), "runs": []}
     for m in args.m if scorer.mode == "critic" else [1]:
         started = time.perf_counter()
         results = scorer.score(items, num_critiques=m)

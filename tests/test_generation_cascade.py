@@ -49,7 +49,7 @@ def test_prefill_and_extend_give_the_models_own_logits(tiny):
     state, logits = engine.prefill(prompts, shared=len(shared))
     for row, prompt in enumerate(prompts):  # left padding and the shared level change nothing
         torch.testing.assert_close(logits[row], reference_logits(tiny, prompt)[-1], atol=1e-4, rtol=1e-4)
-    # two samples per prompt, continued by different tokens of different lengths, one row dropped midway
+    # two samples per prompt, continued by different tokens of different lengths, one prompt dropped midway
     rows = engine.fork(state, 2)
     continuations = [[7, 8, 9], [10], [11, 12], [13, 14, 15, 16], [17], [18, 19]]
     ids = torch.zeros((6, 4), dtype=torch.long)
@@ -57,7 +57,9 @@ def test_prefill_and_extend_give_the_models_own_logits(tiny):
     for row, tokens in enumerate(continuations):
         ids[row, 4 - len(tokens):], valid[row, 4 - len(tokens):] = torch.tensor(tokens), True
     hidden = engine.extend(rows, ids, valid)
-    keep = torch.tensor([0, 2, 3, 5])
+    with pytest.raises(ValueError, match="whole prompts"):
+        engine.select_rows(rows, torch.tensor([0, 2, 3, 5]))
+    keep = torch.tensor([0, 1, 4, 5])
     engine.select_rows(rows, keep)
     after = engine.logits(engine.extend(rows, torch.tensor([[21]] * 4))[:, -1]).float()
     for position, row in enumerate(keep.tolist()):
@@ -108,4 +110,4 @@ def test_reward_from_the_generation_pass_equals_the_training_layout_reward(defau
         [critique] = result.critiques
         [direct] = scorer.model.score_texts(scorer.tokenizer, [(item.prompt, item.response, critique.critique)],
                                             template=scorer._template(item))
-        assert critique.reward == pytest.approx(direct, abs=1e-4)
+        assert critique.reward == pytest.approx(direct, rel=1e-5)  # float32 summation order only

@@ -29,3 +29,19 @@ def test_one_token_is_always_kept_and_top_p_one_keeps_all():
     assert torch.equal(NucleusFilter(1.0)(None, scores), scores)
     with pytest.raises(ValueError, match="top_p"):
         NucleusFilter(0.0)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_sample_draws_from_the_filtered_distribution(flat):
+    """`sample` (among the candidates, or the full-sort fallback for a flat row) draws exactly the
+    distribution of softmax over the filtered logits."""
+    generator = torch.Generator().manual_seed(1)
+    row = torch.randn(40, generator=generator) * (0.05 if flat else 2.0)
+    nucleus = NucleusFilter(0.8, candidates=8)
+    expected = nucleus(None, row[None].clone()).softmax(dim=-1)[0]
+    torch.manual_seed(0)
+    draws = nucleus.sample(row.expand(20000, -1).clone())
+    frequencies = torch.bincount(draws, minlength=40).float() / 20000
+    assert torch.all(frequencies[expected == 0] == 0)  # never a token outside the nucleus
+    assert torch.allclose(frequencies, expected, atol=0.015)
+    assert (expected > 0).sum() > (8 if flat else 1)

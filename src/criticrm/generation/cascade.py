@@ -15,9 +15,9 @@ and reads each level once per step ("cascade" attention, as FlashInfer and vLLM'
   critique and end-of-turn token for the reward).
 
 Queries of every head that shares a key/value head are multiplied together (no head expansion); the
-rows of one prompt are multiplied with that prompt's keys together; the scores of the three levels
-are normalised by one softmax over their concatenation, so the result is exact attention (up to
-floating-point summation order). Every level is written by the same `extend` forward, chunked so a
+samples of one prompt are multiplied with that prompt's keys together; each level's partial softmax
+is merged with the others by log-sum-exp (as flash attention merges blocks), so the result is exact
+attention (up to floating-point summation order). Every level is written by the same `extend` forward, chunked so a
 long prompt never builds a large score tensor.
 
 The layers' own modules do the rest (embedding, RMSNorm, projections, rotary embedding, MLP, final
@@ -69,23 +69,15 @@ class _Level:
 
 @dataclass
 class BatchState:
-    """The KV levels of one batch and where each row is.
-
-    Row r continues prompt `slot[r] // n`: rows are the prompts' samples in a dense grid, and `slot`
-    keeps that mapping when finished rows are dropped.
-    """
+    """The KV levels of one batch: row r is sample r % n of prompt r // n (rows are dropped a whole
+    prompt at a time, so this layout holds and each level is read by plain reshapes)."""
 
     shared: _Level | None
     prompts: _Level | None
     rows: _Level | None
     row_length: int  # positions of `rows` written so far
-    slot: torch.Tensor  # (rows,) index in the prompts x n grid
     n: int
     next_position: torch.Tensor  # (rows,) position id of each row's next token
-
-    @property
-    def num_rows(self) -> int:
-        return self.slot.shape[0]
 
 
 @dataclass
@@ -114,10 +106,9 @@ class CascadeEngine:
         """Read `prompts` (their first `shared` tokens being identical) into a state with one row each;
         returns it and the next-token logits (float32) of every prompt."""
         shared_level = self._shared_prefix(tuple(prompts[0][:shared])) if shared else None
-        ids, valid = _left_pad([p[shared:] for p in prompts], self.device)
+        ids, valid = left_pad([p[shared:] for p in prompts], self.device)
         rows = len(prompts)
-        state = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0,
-                           slot=torch.arange(rows, device=self.device), n=1,
+        state = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0, n=1,
                            next_position=torch.full((rows,), shared, dtype=torch.long, device=self.device))
         hidden = self._extend_chunked(state, ids, valid)
         return state, self.logits(hidden[:, -1]).float()
@@ -127,8 +118,7 @@ class CascadeEngine:
         if prefix not in self._shared:
             if len(self._shared) >= 4:
                 self._shared.pop(next(iter(self._shared)))
-            state = BatchState(shared=None, prompts=None, rows=None, row_length=0,
-                               slot=torch.zeros(1, dtype=torch.long, device=self.device), n=1,
+            state = BatchState(shared=None, prompts=None, rows=None, row_length=0, n=1,
                                next_position=torch.zeros(1, dtype=torch.long, device=self.device))
             ids = torch.tensor([prefix], device=self.device)
             self._extend_chunked(state, ids, torch.ones_like(ids, dtype=torch.bool))
@@ -141,18 +131,17 @@ class CascadeEngine:
     def fork(self, state: BatchState, n: int) -> BatchState:
         """A state whose rows are `n` samples of each prompt of `state` (whose rows become its prompts)."""
         prompts = _trim(state.rows, state.row_length) if state.rows is not None else state.prompts
-        count = prompts.valid.shape[0]
-        return BatchState(shared=state.shared, prompts=prompts, rows=None, row_length=0,
-                          slot=torch.arange(count * n, device=self.device), n=n,
+        return BatchState(shared=state.shared, prompts=prompts, rows=None, row_length=0, n=n,
                           next_position=state.next_position.repeat_interleave(n))
 
     def select_rows(self, state: BatchState, keep: torch.Tensor) -> None:
-        """Keep only rows `keep` (e.g. drop finished samples)."""
-        state.slot, state.next_position = state.slot[keep], state.next_position[keep]
-        if state.rows is not None:
-            level = state.rows
-            state.rows = _Level([k.index_select(0, keep) for k in level.keys],
-                                [v.index_select(0, keep) for v in level.values], level.valid.index_select(0, keep))
+        """Keep only rows `keep`: whole prompts (all n samples of each, in order), e.g. finished ones dropped."""
+        prompts = keep.view(-1, state.n)[:, 0] // state.n
+        if not torch.equal(keep, (prompts[:, None] * state.n + torch.arange(state.n, device=keep.device)).view(-1)):
+            raise ValueError("the cascade engine drops whole prompts: keep all n samples of a prompt, in order")
+        state.next_position = state.next_position[keep]
+        state.rows = _select(state.rows, keep)
+        state.prompts = _select(state.prompts, prompts)
 
     # ---- forward --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -181,22 +170,19 @@ class CascadeEngine:
         # a query at chunk position t sees the row's earlier tokens and the chunk's first t + 1
         causal = torch.ones((width, start + width), dtype=torch.bool, device=ids.device).tril(diagonal=start)
         row_allowed = (state.rows.valid[:, None, :start + width] & causal)[:, None, None]  # (rows, 1, 1, T, S)
-        prompt_allowed = None
-        if state.prompts is not None:
-            prompt_allowed = state.prompts.valid.index_select(0, state.slot // state.n)[:, None, None, None, :]
+        prompt_allowed = state.prompts.valid[:, None, None, :] if state.prompts is not None else None
 
         hidden = self.inner.embed_tokens(ids)
         cos, sin = self.inner.rotary_emb(hidden, positions.clamp(min=0))
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = cos[:, :, None], sin[:, :, None]  # broadcast over heads in the (rows, T, heads, dim) layout
         for index, layer in enumerate(self.inner.layers):
             attention = layer.self_attn
             normed = layer.input_layernorm(hidden)
-            query = attention.q_proj(normed).view(rows, width, self.heads, self.head_dim).transpose(1, 2)
-            key = attention.k_proj(normed).view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
-            value = attention.v_proj(normed).view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
-            query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
-            state.rows.keys[index][:, :, start:start + width] = key
-            state.rows.values[index][:, :, start:start + width] = value
+            query = _rotate(attention.q_proj(normed).view(rows, width, self.heads, self.head_dim), cos, sin)
+            key = _rotate(attention.k_proj(normed).view(rows, width, self.kv_heads, self.head_dim), cos, sin)
+            value = attention.v_proj(normed).view(rows, width, self.kv_heads, self.head_dim)
+            state.rows.keys[index][:, :, start:start + width] = key.transpose(1, 2)
+            state.rows.values[index][:, :, start:start + width] = value.transpose(1, 2)
             mixed = self._attend(state, index, query, row_allowed, prompt_allowed)
             hidden = hidden + attention.o_proj(mixed)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
@@ -226,53 +212,71 @@ class CascadeEngine:
 
     def _attend(self, state: BatchState, index: int, query: torch.Tensor, row_allowed: torch.Tensor,
                 prompt_allowed: torch.Tensor | None) -> torch.Tensor:
-        """Attention of `query` (rows, heads, T, head_dim) over the three levels; returns (rows, T, heads*head_dim)."""
-        rows, _, width, dim = query.shape
-        kv, groups = self.kv_heads, self.groups
-        grouped = query.reshape(rows, kv, groups * width, dim)  # heads h = kv_head * groups + g
-        parts = []
+        """Attention of `query` (rows, T, heads, head_dim) over the three levels -> (rows, T, heads*head_dim).
 
-        def scaled(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-            scores = scores.float() * self.scaling
-            return scores if allowed is None else scores.masked_fill(~allowed, MASKED)
-
+        Each level is attended in its own layout and the results are merged by their log-sum-exp (as
+        flash attention merges blocks), so no level's scores are ever copied into a common tensor.
+        """
+        rows, width, _, dim = query.shape
+        kv, per_kv = self.kv_heads, self.groups * width  # the query rows that share one key/value head
+        # (rows, kv, groups*T, dim); a view when T == 1 (decoding)
+        grouped = query.view(rows, width, kv, self.groups, dim).permute(0, 2, 3, 1, 4).reshape(rows, kv, per_kv, dim)
+        partials = []
         if state.shared is not None:  # one copy for every row: (kv, rows*groups*T, dim) @ (kv, dim, P)
-            flat = grouped.transpose(0, 1).reshape(kv, rows * groups * width, dim)
-            scores = torch.matmul(flat, state.shared.keys[index].transpose(-1, -2))
-            parts.append(scaled(scores.view(kv, rows, groups, width, -1).transpose(0, 1), None))
-        if state.prompts is not None:  # one copy per prompt, its samples' queries together
-            scores = self._per_prompt(state, grouped.view(rows, kv, groups, width, dim),
-                                      state.prompts.keys[index].transpose(-1, -2))
-            parts.append(scaled(scores, prompt_allowed))
-        keys = state.rows.keys[index][:, :, :state.row_length]
-        scores = torch.matmul(grouped, keys.transpose(-1, -2)).view(rows, kv, groups, width, -1)
-        parts.append(scaled(scores, row_allowed))
-        weights = torch.softmax(torch.cat(parts, dim=-1), dim=-1).to(query.dtype)
-        weights = list(weights.split([part.shape[-1] for part in parts], dim=-1))
+            flat = grouped.transpose(0, 1).reshape(kv, rows * per_kv, dim)
+            partial = self._partial(flat, state.shared.keys[index], state.shared.values[index], None)
+            partials.append(tuple(t.view(kv, rows, per_kv, -1).transpose(0, 1) for t in partial))
+        if state.prompts is not None:  # one copy per prompt, its n samples' queries together
+            prompts, n = rows // state.n, state.n
+            by_prompt = grouped.view(prompts, n, kv, per_kv, dim).transpose(1, 2).reshape(prompts, kv, n * per_kv, dim)
+            partial = self._partial(by_prompt, state.prompts.keys[index], state.prompts.values[index], prompt_allowed)
+            partials.append(tuple(t.view(prompts, kv, n, per_kv, -1).transpose(1, 2).reshape(rows, kv, per_kv, -1)
+                                  for t in partial))
+        length = state.row_length
+        partials.append(self._partial(grouped, state.rows.keys[index][:, :, :length],
+                                      state.rows.values[index][:, :, :length], row_allowed))
+        out = _merge(partials).to(query.dtype)  # (rows, kv, groups*T, dim)
+        return out.view(rows, kv, self.groups, width, dim).permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
 
-        values = state.rows.values[index][:, :, :state.row_length]
-        out = torch.matmul(weights.pop().reshape(rows, kv, groups * width, -1), values)
-        out = out.view(rows, kv, groups, width, dim)
-        if state.prompts is not None:
-            out = out + self._per_prompt(state, weights.pop(), state.prompts.values[index])
-        if state.shared is not None:
-            flat = weights.pop().transpose(0, 1).reshape(kv, rows * groups * width, -1)
-            out = out + torch.matmul(flat, state.shared.values[index]).view(kv, rows, groups, width, dim).transpose(0, 1)
-        return out.view(rows, self.heads, width, dim).transpose(1, 2).reshape(rows, width, self.heads * dim)
+    def _partial(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                 allowed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unnormalised attention of (..., q, dim) queries over (..., k, dim) keys: (max score, sum of
+        exp(score - max), exp-weighted values), float32. `allowed` masks keys (broadcast over queries;
+        for the row level it is (rows, 1, 1, T, S) and the query rows are groups x T)."""
+        scores = torch.matmul(query, keys.transpose(-1, -2)).float().mul_(self.scaling)
+        if allowed is not None:  # a 5-d mask is the row level's: view the query rows as (groups, T)
+            shaped = scores if allowed.dim() == 4 else scores.view(*scores.shape[:2], -1, *allowed.shape[-2:])
+            shaped.masked_fill_(~allowed, MASKED)
+        top = scores.amax(dim=-1, keepdim=True)
+        weights = scores.sub_(top).exp_()
+        total = weights.sum(dim=-1, keepdim=True)
+        return top, total, torch.matmul(weights.to(values.dtype), values).float()
 
-    def _per_prompt(self, state: BatchState, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """`left` (rows, kv, groups, T, a) @ `right` (prompts, kv, a, b) -> (rows, kv, groups, T, b), each row
-        multiplied by its own prompt's matrix, all samples of a prompt in one product."""
-        rows, kv, groups, width, inner = left.shape
-        prompts = right.shape[0]
-        if state.n == 1 and rows == prompts:  # identity layout: no grid needed
-            return torch.matmul(left.reshape(rows, kv, groups * width, inner), right).view(rows, kv, groups, width, -1)
-        grid = left.new_zeros((prompts * state.n, kv, groups, width, inner))
-        grid[state.slot] = left
-        grid = grid.view(prompts, state.n, kv, groups, width, inner).transpose(1, 2)
-        product = torch.matmul(grid.reshape(prompts, kv, state.n * groups * width, inner), right)
-        product = product.view(prompts, kv, state.n, groups, width, -1).transpose(1, 2)
-        return product.reshape(prompts * state.n, kv, groups, width, -1)[state.slot]
+
+def _merge(partials: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Softmax-weighted values over all levels from each level's (max, sum, weighted values)."""
+    top = partials[0][0]
+    for other, _, _ in partials[1:]:
+        top = torch.maximum(top, other)
+    numerator, denominator = 0.0, 0.0
+    for level_top, total, weighted in partials:
+        scale = torch.exp(level_top - top)
+        numerator = numerator + scale * weighted
+        denominator = denominator + scale * total
+    return numerator / denominator
+
+
+class CascadeStepper:
+    """`decoding.Stepper` over the engine: one token per row per step."""
+
+    def __init__(self, engine: CascadeEngine, state: BatchState):
+        self.engine, self.state = engine, state
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.engine.logits(self.engine.extend(self.state, tokens[:, None])[:, -1]).float()
+
+    def drop_rows(self, keep: torch.Tensor) -> None:
+        self.engine.select_rows(self.state, keep)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -282,14 +286,22 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
+def _select(level: _Level | None, keep: torch.Tensor) -> _Level | None:
+    if level is None:
+        return None
+    return _Level([k.index_select(0, keep) for k in level.keys], [v.index_select(0, keep) for v in level.values],
+                  level.valid.index_select(0, keep))
+
+
 def _trim(level: _Level, length: int) -> _Level:
     return _Level([k[:, :, :length] for k in level.keys], [v[:, :, :length] for v in level.values],
                   level.valid[:, :length])
 
 
-def _left_pad(sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(sequences: list[list[int]], device, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (ids, valid) tensors, each row right-aligned (left padding with `pad_id`)."""
     width = max(len(s) for s in sequences)
-    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     valid = torch.zeros((len(sequences), width), dtype=torch.bool)
     for row, sequence in enumerate(sequences):
         if sequence:

@@ -30,7 +30,7 @@ from criticrm.generation.base import (
     batch_seed,
     score_continuation,
 )
-from criticrm.generation.cascade import BatchState, CascadeEngine, supports
+from criticrm.generation.cascade import BatchState, CascadeEngine, CascadeStepper, left_pad, supports
 from criticrm.generation.decoding import HFStepper, cache_keyword, sample_tokens
 from criticrm.prompts.scores import ScoreTokens, expected_score
 
@@ -88,7 +88,8 @@ class HFGenerator:
             state, logits = self.engine.prefill(prompts, self._shared_length(prompts))
             rows = self.engine.fork(state, n)
             torch.manual_seed(seed)
-            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), _CascadeStepper(self.engine, rows), **decoding)
+            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), CascadeStepper(self.engine, rows),
+                                       group=n, **decoding)
         else:
             input_ids, attention, prompt_cache = self._prefill(prompts)
             generation_cache = _static_copy(prompt_cache, self.model.config, n, sampling.max_new_tokens + 1)
@@ -132,10 +133,8 @@ class HFGenerator:
     def _continue(self, state: BatchState, n: int, continuations: list[list[int]]) -> torch.Tensor:
         """Final hidden states (rows, width) of every row's `continuation` read after its prompt; the
         continuations are left-padded, so the last positions of every row are its last tokens."""
-        from criticrm.generation.cascade import _left_pad
-
         rows = self.engine.fork(state, n)
-        ids, valid = _left_pad(continuations, self.device)
+        ids, valid = left_pad(continuations, self.device)
         return self.engine.extend(rows, ids, valid)
 
     def _probability_scores_cascade(self, state: BatchState, texts: list[str], score_prefix: str,
@@ -294,19 +293,6 @@ def _score_distributions(logits: torch.Tensor, tokens: ScoreTokens) -> list[Prob
             for row in range(len(first))]
 
 
-class _CascadeStepper:
-    """`decoding.Stepper` over the cascade engine: one token per row per step."""
-
-    def __init__(self, engine: CascadeEngine, state: BatchState):
-        self.engine, self.state = engine, state
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.engine.logits(self.engine.extend(self.state, tokens[:, None])[:, -1]).float()
-
-    def drop_rows(self, keep: torch.Tensor) -> None:
-        self.engine.select_rows(self.state, keep)
-
-
 def _eos_ids(model, tokenizer) -> list[int]:
     ids = model.generation_config.eos_token_id if model.generation_config is not None else None
     ids = [ids] if isinstance(ids, int) else list(ids or [])
@@ -367,13 +353,9 @@ def _common_prefix_length(sequences: list[list[int]]) -> int:
 
 
 def _left_pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence):] = torch.tensor(sequence)
-        mask[row, width - len(sequence):] = 1
-    return ids.to(device), mask.to(device)
+    """(ids, attention mask) as Hugging Face forwards take them."""
+    ids, valid = left_pad(sequences, device, pad_id)
+    return ids, valid.long()
 
 
 def _position_ids(attention: torch.Tensor) -> torch.Tensor:

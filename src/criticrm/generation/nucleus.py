@@ -43,6 +43,25 @@ class NucleusFilter:
             filtered[uncovered] = self._full_sort(scores[uncovered])
         return filtered
 
+    def sample(self, scores: torch.Tensor) -> torch.Tensor:
+        """One token per row from the nucleus of `scores` (temperature already applied).
+
+        The same distribution as sampling from `self(None, scores)`, drawn among the candidates only:
+        a multinomial over 49k tokens at every step cost more than a decoding step's attention.
+        """
+        k = min(self.candidates, scores.shape[-1])
+        top, indices = scores.float().softmax(dim=-1).topk(k, dim=-1)
+        above = top.cumsum(dim=-1) - top
+        keep = above < self.top_p
+        keep[:, :self.min_tokens_to_keep] = True
+        choice = torch.multinomial(torch.where(keep, top, 0.0), num_samples=1)
+        tokens = indices.gather(1, choice).squeeze(1)
+        uncovered = (above[:, -1] + top[:, -1]) < self.top_p  # the nucleus reaches past the candidates
+        if uncovered.any():
+            full = self._full_sort(scores[uncovered]).softmax(dim=-1)
+            tokens[uncovered] = torch.multinomial(full, num_samples=1).squeeze(1)
+        return tokens
+
     def _full_sort(self, scores: torch.Tensor) -> torch.Tensor:
         ordered, indices = scores.sort(dim=-1, descending=True)
         probabilities = ordered.float().softmax(dim=-1)
