@@ -15,6 +15,7 @@ from criticrm.evaluation.metrics import (
     calibration,
     credit,
     length_bias,
+    length_controlled,
     m_scaling,
     score_table,
     summarize,
@@ -181,6 +182,15 @@ def test_length_bias_split():
     assert split["chosen_longer"] == {"n": 1, "accuracy": 1.0}
     assert split["equal"] == {"n": 1, "accuracy": 0.0}
     assert length_bias([], [])["equal"] == {"n": 0, "accuracy": None}
+    assert length_controlled(split) == pytest.approx((2 / 3 + 1.0) / 2)
+    assert length_controlled(length_bias([], [])) is None
+
+
+def test_a_length_rule_scores_one_half_length_controlled_whatever_the_mix():
+    """"Longer wins" on 9 pairs whose chosen is longer and 1 whose chosen is shorter: 90% plain, 50% controlled."""
+    results = [result(9.0, 5.0, chars=(9, 5))] * 9 + [result(5.0, 9.0, chars=(5, 9))]
+    summary = summarize(results)
+    assert summary["accuracy"] == pytest.approx(0.9) and summary["length_controlled_accuracy"] == 0.5
 
 
 def test_m_scaling_means_of_the_first_m_samples():
@@ -209,7 +219,7 @@ def test_summary_is_strict_json():
                result(NAN, 1.0, "b", None, probability=None, chosen_samples=[[NAN]], rejected_samples=[[1]])]
     summary = summarize(results)
     assert set(summary) == {"n", "overall", "accuracy", "weighting", "ties", "invalid", "sections", "subsets",
-                            "calibration", "length_bias", "m_scaling"}
+                            "calibration", "length_bias", "length_controlled_accuracy", "m_scaling"}
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
     assert summary["n"] == 2 and summary["overall"] == 0.5 and summary["calibration"]["n"] == 1
     assert not math.isnan(summary["accuracy"])

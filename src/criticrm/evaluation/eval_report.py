@@ -132,6 +132,7 @@ def compare_reports(paths: list[Path], out: Path | None = None) -> str:
 
     lines = ["| | " + " | ".join(_cell(c) for c in columns) + " |", "|---|" + "---|" * len(columns),
              row("**overall**", [_percent(s.get("overall")) for s in summaries]),
+             row("length-controlled accuracy", [_percent(s.get("length_controlled_accuracy")) for s in summaries]),
              row("n", [s.get("n") for s in summaries]),
              row("weighting", [s.get("weighting") for s in summaries])]
     differences = _differences_from_first(files)
@@ -257,7 +258,8 @@ def _markdown(report: dict, plots: dict[str, bool]) -> str:
               "", "| chosen response | n | accuracy |", "|---|---|---|"]
     labels = {"chosen_shorter": "shorter", "chosen_longer": "longer", "equal": "same length"}
     lines += [f"| {labels[key]} | {row['n']} | {percent(row['accuracy'])} |" for key, row in summary["length_bias"].items()]
-    lines.append("")
+    lines += ["", f"Length-controlled accuracy (the mean of the shorter and longer rows; any length rule scores 50%): "
+                  f"**{percent(summary.get('length_controlled_accuracy'))}**.", ""]
 
     lines += ["## Accuracy against the number of critiques (m)", ""]
     if summary["m_scaling"]:

@@ -192,6 +192,13 @@ def length_bias(results: Sequence[ExampleResult], credits: Sequence[Credit]) -> 
             for key, items in groups.items()}
 
 
+def length_controlled(bias: dict[str, dict]) -> float | None:
+    """The mean of the accuracies where the chosen response is shorter and where it is longer: a rule that
+    always prefers the longer (or the shorter) response scores 0.5 here, whatever the data's length mix."""
+    shorter, longer = bias["chosen_shorter"]["accuracy"], bias["chosen_longer"]["accuracy"]
+    return None if shorter is None or longer is None else (shorter + longer) / 2
+
+
 def m_scaling(results: Sequence[ExampleResult]) -> list[dict] | None:
     """Accuracy when each response is scored by the mean of its first m critiques, m in `M_VALUES`.
 
@@ -221,7 +228,8 @@ def summarize(results: Sequence[ExampleResult]) -> dict:
     return {"n": totals["n"], "overall": table.overall, "accuracy": totals["accuracy"],
             "weighting": table.weighting, "ties": totals["ties"], "invalid": totals["invalid"],
             "sections": table.sections, "subsets": table.subsets, "calibration": calibration(results),
-            "length_bias": length_bias(results, credits), "m_scaling": m_scaling(results)}
+            "length_bias": (bias := length_bias(results, credits)),
+            "length_controlled_accuracy": length_controlled(bias), "m_scaling": m_scaling(results)}
 
 
 def _tally(credits: Sequence[Credit]) -> dict:
