@@ -5,5 +5,7 @@ class CriticRMError(Exception):
     """Base for errors caused by input or configuration, with a message that says how to fix it."""
 
 
-class ConfigError(CriticRMError):
-    """An option or config-file value is missing, unknown or of the wrong type."""
+class ConfigError(CriticRMError, ValueError):
+    """An option or config-file value is missing, unknown, out of range or of the wrong type.
+
+    A ValueError too, as a bad argument to a config class is for Python callers."""

@@ -13,13 +13,16 @@ import csv
 import json
 import math
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from criticrm.config_checks import check_fields
 from criticrm.data.schema import PreferencePair, content_id
+from criticrm.data.text import find_invalid_text, is_blank
 from criticrm.errors import CriticRMError
 
 MAX_LISTED_PROBLEMS = 20
@@ -44,14 +47,19 @@ class DataConfig:
     margin_field: str = field(default="margin", metadata={
         "help": "column holding a per-pair Bradley-Terry margin (TRL's convention; used only when the data has it, "
                 "then every row needs a finite number)"})
-    limit: int | None = field(default=None, metadata={"help": "read only the first N valid pairs"})
+    limit: int | None = field(default=None, metadata={"help": "read only the first N valid pairs", "min": 1})
     per_subset: int | None = field(default=None, metadata={
-        "help": "read only the first N valid pairs of each subset: a stratified sample that covers every subset"})
+        "help": "read only the first N valid pairs of each subset: a stratified sample that covers every subset",
+        "min": 1})
     skip_invalid: bool = field(default=False, metadata={"help": "skip invalid rows (and report how many) instead of stopping"})
     chat_format: str = field(
         default="transcript",
-        metadata={"help": "how conversational prompts become text: transcript (User:/Assistant: lines) or template (the model's chat template)"},
+        metadata={"help": "how conversational prompts become text: transcript (User:/Assistant: lines) or template (the model's chat template)",
+                  "choices": ("transcript", "template")},
     )
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -71,13 +79,25 @@ class DataValidationError(CriticRMError):
     def __init__(self, source: str, problems: list[Problem], rows_seen: int):
         self.source = source
         self.problems = problems
-        listed = "\n".join(f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS])
-        more = len(problems) - MAX_LISTED_PROBLEMS
+        super().__init__(self.describe(rows_seen))
+
+    def describe(self, rows_seen: int) -> str:
+        listed = "\n".join(f"  {p}" for p in self.problems[:MAX_LISTED_PROBLEMS])
+        more = len(self.problems) - MAX_LISTED_PROBLEMS
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        super().__init__(
-            f"{source}: {len(problems)} problem(s) among {rows_seen} row(s) read:\n{listed}{tail}\n"
-            "Fix them, or pass --skip-invalid to skip invalid rows (their count is reported)."
-        )
+        return (f"{self.source}: {len(self.problems)} problem(s) among {rows_seen} row(s) read:\n{listed}{tail}\n"
+                "Fix them, or pass --skip-invalid to skip invalid rows (their count is reported).")
+
+
+class UnreadableDataError(DataValidationError):
+    """The input as a whole cannot be read (missing, unreadable, not UTF-8, corrupt): no row can be kept,
+    so --skip-invalid does not apply and the message is the one problem."""
+
+    def __init__(self, source: str | Path, message: str, location: str | None = None, field: str | None = None):
+        super().__init__(str(source), [Problem(location or str(source), field, message)], 0)
+
+    def describe(self, rows_seen: int) -> str:
+        return str(self.problems[0])
 
 
 @dataclass
@@ -91,79 +111,166 @@ class LoadResult:
 
 # ---------------------------------------------------------------------------------------------- rows
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # (UTF-32's begin with them too)
+_BOM = "\ufeff"
+# Python's csv module refuses cells over 131,072 characters by default; a long response is a valid cell.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
 
 def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict[str, Any] | Problem]]:
-    """Yield (location, row) for every row of `source`, or (location, Problem) for an unreadable one."""
+    """Yield (location, row) for every row of `source`, or (location, Problem) for an unreadable one.
+
+    Whatever the format, column names lose a leading UTF-8 BOM and a row holding text that is not valid
+    Unicode (an invalid UTF-8 byte, a lone surrogate) is a Problem naming its field. A file that cannot
+    be read at all (missing, unreadable, not UTF-8 text, a corrupt Parquet file or dataset folder)
+    raises DataValidationError: no row of it can be trusted, whatever --skip-invalid says.
+    """
+    rows = 0
+    try:
+        for location, row in _raw_rows(source, split):
+            rows += 1
+            yield location, row if isinstance(row, Problem) else _checked_row(row, location)
+    except OSError as error:  # permission denied, EIO, file name too long...
+        after = f" (after {rows} row(s))" if rows else ""
+        raise UnreadableDataError(source, f"cannot read it{after}: {error.strerror or error}") from None
+
+
+def _raw_rows(source: str, split: str) -> Iterator[tuple[str, dict[str, Any] | Problem]]:
     path = Path(source)
     if path.is_dir():
-        yield from _iter_dataset_rows(_load_disk_dataset(path, split), f"{source}, row")
+        yield from _iter_dataset_rows(_load_disk_dataset(path, split), source, f"{source}, row")
     elif path.is_file():
         suffix = path.suffix.lower()
         readers = {".jsonl": _iter_jsonl, ".ndjson": _iter_jsonl, ".json": _iter_json,
                    ".csv": _iter_csv, ".parquet": _iter_parquet, ".pq": _iter_parquet}
         if suffix not in readers:
-            raise DataValidationError(source, [Problem(source, None,
-                f"unsupported file type {suffix!r}; expected .jsonl, .json, .csv, .parquet or a dataset folder")], 0)
+            raise UnreadableDataError(source, f"unsupported file type {suffix!r}; expected .jsonl, .json, .csv, "
+                                              ".parquet or a dataset folder")
         yield from readers[suffix](path)
     elif _looks_like_hub_name(source):
-        yield from _iter_dataset_rows(_load_hub_dataset(source, split), f"{source}[{split}], row")
+        yield from _iter_dataset_rows(_load_hub_dataset(source, split), source, f"{source}[{split}], row")
     else:
-        raise DataValidationError(source, [Problem(source, None, "no such file or folder")], 0)
+        raise UnreadableDataError(source, "no such file or folder")
+
+
+def _checked_row(row: Any, location: str) -> dict[str, Any] | Problem:
+    """A row as a dict whose column names have no BOM and whose texts are all valid Unicode."""
+    if not isinstance(row, dict):
+        return Problem(location, None, f"expected a JSON object, got {type(row).__name__}")
+    row = {key.removeprefix(_BOM) if isinstance(key, str) else key: value for key, value in row.items()}
+    invalid = find_invalid_text(row)
+    return Problem(location, *invalid) if invalid else row
+
+
+def _decode(raw: bytes, path: Path, first: bool) -> str:
+    """UTF-8 text; an undecodable byte is kept as a surrogate (`_checked_row` names the field holding it).
+
+    A UTF-8 BOM is dropped; a UTF-16/32 file (by its BOM) is refused as a whole.
+    """
+    if first:
+        _refuse_utf16(raw, path)
+    text = raw.decode("utf-8", "surrogateescape")
+    return text.removeprefix(_BOM) if first else text
+
+
+def _refuse_utf16(head: bytes, path: Path) -> None:
+    if head.startswith(_UTF16_BOMS):
+        raise UnreadableDataError(path, "the file is UTF-16 or UTF-32 encoded (by its byte-order mark); save it as UTF-8")
+
+
+def _parse_json(text: str, location: str) -> Any:
+    """The JSON value of `text`, or a Problem: syntax, nesting too deep, a number too long, a repeated key."""
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_repeated_keys)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}" if error.lineno > 1 else f"column {error.colno}"
+        return Problem(location, None, f"invalid JSON ({error.msg} at {where})")
+    except RecursionError:
+        return Problem(location, None, "invalid JSON: nested too deeply")
+    except ValueError as error:  # an integer of more than 4,300 digits, a repeated key
+        return Problem(location, None, f"invalid JSON: {str(error).split(';')[0]}")
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is an error (json would silently keep the last value)."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        repeated = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise ValueError(f"the key {repeated!r} appears more than once in an object")
+    return row
 
 
 def _iter_jsonl(path: Path):
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode(raw, path, first=number == 1)
             if not line.strip():
                 continue
             location = f"{path}, line {number}"
-            try:
-                row = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as error:
-                yield location, Problem(location, None, f"invalid JSON ({error.msg} at column {error.colno})")
-                continue
-            yield location, row if isinstance(row, dict) else Problem(
-                location, None, f"expected a JSON object, got {type(row).__name__}")
+            yield location, _parse_json(line.rstrip("\r\n"), location)
 
 
 def _iter_json(path: Path):
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        location = f"{path}, line {error.lineno}"
-        yield location, Problem(location, None, f"invalid JSON ({error.msg} at column {error.colno})")
-        return
+    document = _parse_json(_decode(path.read_bytes(), path, first=True), str(path))
+    if isinstance(document, Problem):
+        raise UnreadableDataError(path, document.message)
     if isinstance(document, dict):
         lists = [value for value in document.values() if isinstance(value, list)]
         if len(lists) != 1:
-            yield str(path), Problem(str(path), None, "expected a list of objects, or an object holding exactly one list")
-            return
+            raise UnreadableDataError(path, "expected a list of objects, or an object holding exactly one list")
         document = lists[0]
     if not isinstance(document, list):
-        yield str(path), Problem(str(path), None, f"expected a list of objects, got {type(document).__name__}")
-        return
+        raise UnreadableDataError(path, f"expected a list of objects, got {type(document).__name__}")
     for index, row in enumerate(document):
-        location = f"{path}, item {index}"
-        yield location, row if isinstance(row, dict) else Problem(
-            location, None, f"expected a JSON object, got {type(row).__name__}")
+        yield f"{path}, item {index}", row
 
 
 def _iter_csv(path: Path):
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    with path.open("rb") as handle:
+        _refuse_utf16(handle.read(4), path)
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(handle)
+        header = _csv_header(reader, path)
         line = reader.line_num
-        for row in reader:
-            yield f"{path}, line {line + 1}", {k: _maybe_json_messages(v) for k, v in row.items() if k is not None}
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield f"{path}, line {line + 1}", Problem(f"{path}, line {line + 1}", None, f"invalid CSV ({error})")
+                line = reader.line_num
+                continue
+            location = f"{path}, line {line + 1}"
             line = reader.line_num
+            if not cells:  # a blank line
+                continue
+            if len(cells) > len(header):
+                yield location, Problem(location, None, f"{len(cells)} cells, but the header names only "
+                                                        f"{len(header)} columns")
+                continue
+            yield location, {name: _maybe_json_messages(cell) for name, cell in zip(header, cells, strict=False)}
 
 
-def _maybe_json_messages(value: str | None):
+def _csv_header(reader, path: Path) -> list[str]:
+    """The column names; a name given twice is refused (a dict of the row would keep the last one)."""
+    try:
+        header = next(reader, [])
+    except csv.Error as error:
+        raise UnreadableDataError(path, f"invalid CSV header ({error})", f"{path}, line 1") from None
+    repeated = [name for name, count in Counter(header).items() if count > 1]
+    if repeated:
+        raise UnreadableDataError(path, f"the header names this column {header.count(repeated[0])} times; column "
+                                        "names must be unique", f"{path}, line 1", repeated[0])
+    return header
+
+
+def _maybe_json_messages(value: str):
     """CSV cells hold strings; a cell that is a JSON list of messages is decoded (conversational CSV)."""
-    if value and value.lstrip().startswith("[{"):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
+    if value.lstrip().startswith("[{"):
+        decoded = _parse_json(value, "")
+        return value if isinstance(decoded, Problem) else decoded
     return value
 
 
@@ -171,17 +278,19 @@ def _iter_parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
-    except Exception as error:  # pyarrow raises several types for a corrupt file
-        yield str(path), Problem(str(path), None, f"cannot read Parquet: {error}")
-        return
-    for index, row in enumerate(table.to_pylist()):
+        rows = pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow raises several types (OSError too) for a corrupt or unreadable file
+        raise UnreadableDataError(path, f"cannot read Parquet: {error}") from None
+    for index, row in enumerate(rows):
         yield f"{path}, row {index}", row
 
 
-def _iter_dataset_rows(dataset, prefix: str):
-    for index, row in enumerate(dataset):
-        yield f"{prefix} {index}", row
+def _iter_dataset_rows(dataset, source: str, prefix: str):
+    try:
+        for index, row in enumerate(dataset):
+            yield f"{prefix} {index}", row
+    except Exception as error:  # a damaged .arrow file fails while it is read
+        raise UnreadableDataError(source, f"cannot read the dataset: {type(error).__name__}: {error}") from None
 
 
 def _load_disk_dataset(path: Path, split: str):
@@ -189,13 +298,12 @@ def _load_disk_dataset(path: Path, split: str):
 
     try:
         dataset = load_from_disk(str(path))
-    except FileNotFoundError as error:
-        raise DataValidationError(str(path), [Problem(str(path), None,
-            f"not a `datasets.save_to_disk` folder ({error})")], 0) from None
+    except Exception as error:  # a missing or junk dataset_info.json, state.json or .arrow file: many types
+        raise UnreadableDataError(path, f"not a readable `datasets.save_to_disk` folder ({type(error).__name__}: "
+                                        f"{error})") from None
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
-            raise DataValidationError(str(path), [Problem(str(path), None,
-                f"split {split!r} not found; available: {sorted(dataset)}")], 0)
+            raise UnreadableDataError(path, f"split {split!r} not found; available: {sorted(dataset)}")
         dataset = dataset[split]
     return dataset
 
@@ -211,8 +319,8 @@ def _load_hub_dataset(name: str, split: str):
     try:
         return load_dataset(name, split=split)
     except Exception as error:  # network, missing dataset, missing split: all one message to the user
-        raise DataValidationError(name, [Problem(name, None,
-            f"not a local file or folder, and loading it as a Hugging Face hub dataset failed: {error}")], 0) from None
+        raise UnreadableDataError(name, "not a local file or folder, and loading it as a Hugging Face hub dataset "
+                                        f"failed: {error}") from None
 
 
 # ----------------------------------------------------------------------------------------- normalise
@@ -303,19 +411,29 @@ def normalise_row(row: dict[str, Any], location: str, config: DataConfig,
             shared = _common_prefix_messages(chosen, rejected)
             prompt_text = render_messages(chosen[:shared]) if shared else ""
             chosen_text, rejected_text = _render_response(chosen[shared:]), _render_response(rejected[shared:])
+            if shared and not _has_user_turn(chosen[:shared]):
+                problems.append(Problem(location, config.prompt_field, "missing field, and the turns chosen and "
+                                        "rejected share (the implicit prompt) hold no user turn"))
+            problems += _response_role_problems(chosen, shared, location, config.chosen_field)
+            problems += _response_role_problems(rejected, shared, location, config.rejected_field)
         else:
             prompt_text, chosen_text, rejected_text = _split_implicit_text(chosen, rejected)
-        if not prompt_text.strip():
+        if is_blank(prompt_text):
             return [Problem(location, config.prompt_field,
                 "missing field, and chosen/rejected share no prefix to use as the prompt (implicit-prompt format)")]
     else:
         prompt_text = render_messages(prompt_value) if isinstance(prompt_value, list) else prompt_value
-        chosen_text = _render_response(chosen) if isinstance(chosen, list) else chosen
-        rejected_text = _render_response(rejected) if isinstance(rejected, list) else rejected
+        if isinstance(prompt_value, list) and not _has_user_turn(prompt_value):
+            problems.append(Problem(location, config.prompt_field, "a conversational prompt needs a user turn, got "
+                                    f"roles {', '.join(m['role'] for m in prompt_value)}"))
+        chosen_text, rejected_text = _render_response(chosen), _render_response(rejected)
+        problems += _response_role_problems(chosen, 0, location, config.chosen_field)
+        problems += _response_role_problems(rejected, 0, location, config.rejected_field)
 
     for column, text in ((config.prompt_field, prompt_text), (config.chosen_field, chosen_text), (config.rejected_field, rejected_text)):
-        if not text.strip():
-            problems.append(Problem(location, column, "expected non-empty text, got an empty value"))
+        if is_blank(text):
+            problems.append(Problem(location, column, "expected non-empty text, got an empty value or only "
+                                                      "invisible characters"))
     if not problems and chosen_text.strip() == rejected_text.strip():
         problems.append(Problem(location, config.rejected_field, "identical to chosen; a preference needs two different responses"))
     extras = {}
@@ -325,8 +443,9 @@ def normalise_row(row: dict[str, Any], location: str, config: DataConfig,
             problems.append(Problem(location, column, f"expected a string, got {type(value).__name__}"))
         extras[name] = value or None
     raw_id = row.get(config.id_field)
-    if raw_id is not None and not isinstance(raw_id, str | int):
-        problems.append(Problem(location, config.id_field, f"expected a string or integer id, got {type(raw_id).__name__}"))
+    id_problem = check_id(raw_id, location, config.id_field)
+    if id_problem:
+        problems.append(id_problem)
     margin = _read_margin(row, location, config.margin_field)
     if isinstance(margin, Problem):
         problems.append(margin)
@@ -356,6 +475,46 @@ def _read_margin(row: dict[str, Any], location: str, column: str) -> float | Non
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return Problem(location, column, f"expected a finite number (the pair's margin), got {value!r}")
     return float(value)
+
+
+def check_id(raw_id: Any, location: str, column: str) -> Problem | None:
+    """An id is a string or an integer (not a bool, float or object: `True` or `1.0` would be renamed)."""
+    if raw_id is None or (isinstance(raw_id, str | int) and not isinstance(raw_id, bool)):
+        return None
+    return Problem(location, column, f"expected a string or integer id, got {type(raw_id).__name__} {raw_id!r}")
+
+
+def text_field(row: dict[str, Any], column: str, location: str, part: str,
+               render_messages: MessageRenderer = render_transcript) -> str | list[Problem]:
+    """One prompt (`part="prompt"`) or response (`part="response"`) column as text: a string, or messages
+    (checked like a pair's) rendered to text; else its problems."""
+    value = row.get(column)
+    if isinstance(value, list):
+        problems = _check_messages(value, location, column)
+        if problems:
+            return problems
+        if part == "response":
+            problems = _response_role_problems(value, 0, location, column)
+        elif not _has_user_turn(value):
+            problems = [Problem(location, column, "a conversational prompt needs a user turn")]
+        if problems:
+            return problems
+        value = _render_response(value) if part == "response" else render_messages(value)
+    if not isinstance(value, str) or is_blank(value):
+        return [Problem(location, column, f"expected non-empty text or messages, got {type(value).__name__}")]
+    return value
+
+
+def _has_user_turn(messages: Messages) -> bool:
+    return any(message["role"] == "user" for message in messages)
+
+
+def _response_role_problems(value: str | Messages, start: int, location: str, column: str) -> list[Problem]:
+    """A response given as messages (from index `start` on) must be the assistant's turns."""
+    if isinstance(value, str):
+        return []
+    return [Problem(location, f"{column}[{index}].role", f"a response is the assistant's turn, got {message['role']!r}")
+            for index, message in enumerate(value[start:], start=start) if message["role"] != "assistant"]
 
 
 def _render_response(value: str | Messages) -> str:

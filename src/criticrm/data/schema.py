@@ -38,9 +38,9 @@ class PreferencePair:
 
 
 def content_id(prompt: str, chosen: str, rejected: str) -> str:
-    """A stable id from the pair's content, for inputs that carry none."""
+    """A stable id from the pair's content, for inputs that carry none (any `str`: a lone surrogate too)."""
     payload = json.dumps([prompt, chosen, rejected], ensure_ascii=False)
-    return "sha-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    return "sha-" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @dataclass

@@ -19,6 +19,7 @@ from criticrm.data.readers import (
     render_transcript,
 )
 from criticrm.data.schema import PreferencePair
+from criticrm.data.text import is_blank
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def _example(row: dict, location: str, config: DataConfig, render_messages: Mess
         if isinstance(value, list) and not value:
             return [Problem(location, column, "expected a response (a string, messages, or a list of strings), got []")]
         if _is_response_list(value):
-            if any(not text.strip() for text in value):
+            if any(is_blank(text) for text in value):
                 return [Problem(location, column, "expected non-empty response strings in the list")]
             lists[column] = value
     if lists:  # RewardBench 2: validate the rest of the row on its first responses

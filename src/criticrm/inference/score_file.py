@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing
-from criticrm.data.readers import DataConfig, Problem, iter_rows, load_records, render_transcript
+from criticrm.data.readers import DataConfig, Problem, check_id, iter_rows, load_records, text_field
 from criticrm.evaluation.data import load_eval_examples
 from criticrm.inference.scorer import RewardScorer, ScoreItem, bradley_terry
 
@@ -53,19 +53,24 @@ def _response_rows(config: DataConfig, response_field: str) -> list[ScoringRow]:
 
 def _response_row(row: dict, location: str, config: DataConfig, response_field: str) -> ScoringRow | list[Problem]:
     """One single-response row; without an id it is named by its place in the file ("line 3")."""
-    texts, problems = {}, []
-    for column in (config.prompt_field, response_field):
-        value = row.get(column)
-        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-            value = render_transcript(value) if column == config.prompt_field else str(value[-1].get("content", ""))
-        if not isinstance(value, str) or not value.strip():
-            problems.append(Problem(location, column, f"expected non-empty text, got {type(value).__name__}"))
-        texts[column] = value
+    problems: list[Problem] = []
+    texts = {}
+    for column, part in ((config.prompt_field, "prompt"), (response_field, "response")):
+        text = text_field(row, column, location, part)
+        if isinstance(text, list):
+            problems += text
+        texts[part] = text
+    raw_id = row.get(config.id_field)
+    id_problem = check_id(raw_id, location, config.id_field)
+    if id_problem:
+        problems.append(id_problem)
+    for column in (config.domain_field, config.subset_field):
+        if row.get(column) is not None and not isinstance(row[column], str):
+            problems.append(Problem(location, column, f"expected a string, got {type(row[column]).__name__}"))
     if problems:
         return problems
-    row_id = str(row.get(config.id_field) or location.rsplit(", ", 1)[-1])
-    item = ScoreItem(texts[config.prompt_field], texts[response_field], row.get(config.domain_field),
-                     row.get(config.subset_field))
+    row_id = str(raw_id) if raw_id not in (None, "") else location.rsplit(", ", 1)[-1]
+    item = ScoreItem(texts["prompt"], texts["response"], row.get(config.domain_field), row.get(config.subset_field))
     return ScoringRow(row_id, [item], ["response"])
 
 

@@ -12,7 +12,7 @@ whose next token is a critique token: the trainer computes LM logits at those po
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +22,17 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from criticrm.data.schema import TrainingPair
+from criticrm.data.readers import (
+    DataConfig,
+    Problem,
+    check_id,
+    iter_rows,
+    load_pairs,
+    load_records,
+    render_transcript,
+)
+from criticrm.data.schema import ScoredCritique, TrainingPair
+from criticrm.data.text import is_blank
 from criticrm.errors import CriticRMError
 from criticrm.models.sequences import EncodedSequence, SequenceBuilder
 
@@ -55,51 +65,65 @@ def load_training_pairs(path: str | Path, mode: str) -> list[TrainingPair]:
     file type `criticrm critique` reads) serves standard mode: its rows have no critiques.
     """
     file = resolve_data_file(path)
-    first = _first_json_row(file)
-    if first is not None and "chosen_critiques" in first:
-        return _read_training_rows(file)
+    first = next(iter_rows(str(file)), None)
+    if first is not None and isinstance(first[1], dict) and "chosen_critiques" in first[1]:
+        return load_records(DataConfig(data=str(file)), _training_row).pairs
     if mode == "critic":
         raise TrainingDataError(f"{file} holds plain preference pairs without critiques; critic mode trains on the "
                                 "refined critique data: run `criticrm pipeline` (or critique, filter, refine) first, "
                                 "or train the baseline with --mode standard")
-    from criticrm.data.readers import DataConfig, load_pairs, render_transcript
-
     result = load_pairs(DataConfig(data=str(file)), render_transcript)
     return [TrainingPair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_critiques=[],
                          rejected_critiques=[], critique_supervision=False, subset=p.subset, domain=p.domain,
                          source=p.source, margin=p.margin) for p in result.pairs]
 
 
-def _first_json_row(file: Path) -> dict | None:
-    if file.suffix not in (".jsonl", ".json"):
-        return None
-    with file.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    return None
-                return row if isinstance(row, dict) else None
-    return None
-
-
-def _read_training_rows(file: Path) -> list[TrainingPair]:
-    rows, problems = [], []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(TrainingPair.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, KeyError, ValueError) as error:
-                problems.append(f"{file}:{number}: {error}")
+def _training_row(row: dict[str, Any], location: str) -> TrainingPair | list[Problem]:
+    """One refined row (the refine stage's `train.jsonl`, or a user's file of that shape), checked field by field."""
+    problems: list[Problem] = []
+    raw_id = row.get("id")
+    id_problem = Problem(location, "id", "missing id") if raw_id in (None, "") else check_id(raw_id, location, "id")
+    if id_problem:
+        problems.append(id_problem)
+    for name in ("prompt", "chosen", "rejected"):
+        if not isinstance(row.get(name), str) or is_blank(row[name]):
+            problems.append(Problem(location, name, "expected non-empty text"))
+    critiques = {side: _critiques(row.get(side), location, side, problems)
+                 for side in ("chosen_critiques", "rejected_critiques")}
+    if not isinstance(row.get("critique_supervision"), bool):
+        problems.append(Problem(location, "critique_supervision", "expected true or false"))
+    for name in ("template", "subset", "domain", "source"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            problems.append(Problem(location, name, f"expected a string, got {type(row[name]).__name__}"))
+    margin = row.get("margin")
+    if margin is not None and not _is_number(margin):
+        problems.append(Problem(location, "margin", f"expected a finite number, got {margin!r}"))
     if problems:
-        listed = "\n  ".join(problems[:10])
-        raise TrainingDataError(f"{len(problems)} invalid training row(s):\n  {listed}")
-    if not rows:
-        raise TrainingDataError(f"{file} holds no training rows")
-    return rows
+        return problems
+    return TrainingPair(id=str(row["id"]), prompt=row["prompt"], chosen=row["chosen"], rejected=row["rejected"],
+                        chosen_critiques=critiques["chosen_critiques"],
+                        rejected_critiques=critiques["rejected_critiques"],
+                        critique_supervision=row["critique_supervision"], template=row.get("template") or "general",
+                        subset=row.get("subset"), domain=row.get("domain"), source=row.get("source"), margin=margin)
+
+
+def _critiques(value: Any, location: str, side: str, problems: list[Problem]) -> list[ScoredCritique]:
+    """A list of {text, score} critiques; each malformed entry is added to `problems`."""
+    if not isinstance(value, list):
+        problems.append(Problem(location, side, f"expected a list of critiques, got {type(value).__name__}"))
+        return []
+    critiques = []
+    for index, critique in enumerate(value):
+        if (isinstance(critique, dict) and isinstance(critique.get("text"), str)
+                and (critique.get("score") is None or _is_number(critique["score"]))):
+            critiques.append(ScoredCritique(critique["text"], critique.get("score")))
+        else:
+            problems.append(Problem(location, f"{side}[{index}]", "expected {text: string, score: number or null}"))
+    return critiques
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def split_by_prompt(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list[TrainingPair], list[TrainingPair]]:
