@@ -110,6 +110,17 @@ def test_unreachable_server_fails_after_retries(tokenizer, conversations):
     assert url in str(caught.value) and "Connect" in str(caught.value)
 
 
+def test_critique_command_with_an_unreachable_server_is_one_clear_error(tmp_path, capsys):
+    from criticrm.cli import main
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    data = "data/sample/train.jsonl"
+    status = main(["critique", "--data", data, "--out", str(tmp_path / "out"), "--backend", "openai",
+                   "--base-url", url, "--limit", "2"])
+    err = capsys.readouterr().err
+    assert status == 2 and f"cannot reach the generation server at {url}" in err and "Traceback" not in err
+
+
 def test_client_error_is_not_retried(server_url, tokenizer, conversations):
     with OpenAIGenerator(server_url + "/no-such-route", "smollm2", tokenizer, max_retries=4) as gen:
         gen.backoff = 0.01

@@ -18,12 +18,8 @@ def read_pairs(data: DataConfig, model: ModelConfig) -> LoadResult:
 
         def render(messages):
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    elif data.chat_format == "transcript":
+    else:  # transcript (DataConfig allows no other)
         render = render_transcript
-    else:
-        from criticrm.errors import ConfigError
-
-        raise ConfigError(f"--chat-format must be transcript or template, got {data.chat_format!r}")
     result = load_pairs(data, render)
     if result.invalid_rows:
         print(f"skipped {result.invalid_rows} invalid row(s) of {result.rows_read} (--skip-invalid); first problems:",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from criticrm.cli.common import generator_for, read_pairs
 from criticrm.cli.options import Section, add_options, resolve
+from criticrm.config_checks import output_folder
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
 from criticrm.generation.base import SamplingConfig
@@ -20,7 +19,7 @@ SECTIONS = [Section("data", (DataConfig,)), Section("model", (ModelConfig,)),
 def register(subparsers) -> None:
     parser = subparsers.add_parser("critique", help="sample N critiques (with scores) of every response",
                                    description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (re-running resumes it)")
+    parser.add_argument("--out", type=output_folder, required=True, help="output folder (re-running resumes it)")
     add_options(parser, SECTIONS)
     parser.set_defaults(handler=handle)
 

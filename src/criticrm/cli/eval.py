@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from criticrm.cli.options import Section, add_options, resolve
+from criticrm.config_checks import output_folder
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
 from criticrm.evaluation.data import load_eval_examples
@@ -29,7 +30,7 @@ SECTIONS = [Section("data", (DataConfig,)), Section("model", (ModelConfig,)), Se
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a reward model or an LLM judge (RewardBench metrics)",
                                    description=__doc__)
-    parser.add_argument("--out", type=Path, help="report folder (report.md, report.json, examples.jsonl, plots)")
+    parser.add_argument("--out", type=output_folder, help="report folder (report.md, report.json, examples.jsonl, plots)")
     parser.add_argument("--compare", type=Path, nargs="+", metavar="REPORT_JSON",
                         help="print a side-by-side table of finished reports instead of evaluating; every "
                              "report after the first gets its overall difference from the first, with a 95%% "

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from criticrm.cli.options import Section, add_options, resolve
+from criticrm.config_checks import output_folder
 from criticrm.evaluation.report import write_data_report
 from criticrm.pipeline.filter import FilterConfig, format_filter_stats, load_critique_dir, run_filter
 
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("filter", help="keep critiques consistent with the preference labels",
                                    description=__doc__)
     parser.add_argument("--critiques", type=Path, required=True, help="output folder of `criticrm critique`")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (filtered.jsonl, filter_stats.json, report.md)")
+    parser.add_argument("--out", type=output_folder, required=True, help="output folder (filtered.jsonl, filter_stats.json, report.md)")
     add_options(parser, SECTIONS)
     parser.set_defaults(handler=handle)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -31,6 +32,14 @@ class Section:
     name: str
     classes: tuple[type, ...]
     also_accepts: tuple[type, ...] = ()
+
+    def __post_init__(self):
+        SECTION_NAMES.add(self.name)
+
+
+# Every section some command reads (the command modules declare theirs when imported): a config file
+# may hold sections of other commands (one pipeline file drives every stage), but not a misspelt one.
+SECTION_NAMES: set[str] = set()
 
 
 def _flag(name: str) -> str:
@@ -83,15 +92,27 @@ def add_options(parser: argparse.ArgumentParser, sections: list[Section]) -> Non
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
+        document = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                          f"offset {error.start})") from None
+    except (yaml.YAMLError, RecursionError) as error:
         raise ConfigError(f"{path}: invalid YAML ({error})") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(document).__name__}")
+    unknown = sorted(str(name) for name in document if name not in SECTION_NAMES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r}{did_you_mean(unknown[0], SECTION_NAMES)}; "
+                          f"sections: {', '.join(sorted(SECTION_NAMES))}")
     return document
+
+
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any]:
@@ -106,10 +127,10 @@ def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section.name}' must be a mapping")
         known = {f.name for cls in section.classes + section.also_accepts for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(map(str, set(values) - known))
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) in section '{section.name}': {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown key(s) in section '{section.name}': {', '.join(unknown)}"
+                              f"{did_you_mean(unknown[0], known)}; known: {', '.join(sorted(known))}")
         for cls in section.classes:
             kwargs = {}
             for field in dataclasses.fields(cls):

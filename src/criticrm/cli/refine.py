@@ -8,6 +8,7 @@ from pathlib import Path
 from criticrm.cli.common import generator_for
 from criticrm.cli.filter import SOURCE_FILE
 from criticrm.cli.options import Section, add_options, resolve
+from criticrm.config_checks import output_folder
 from criticrm.evaluation.report import report_from_dirs
 from criticrm.generation.base import SamplingConfig
 from criticrm.models.backbone import ModelConfig
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("refine", help="rank or summarize the kept critiques; write the training dataset",
                                    description=__doc__)
     parser.add_argument("--in", dest="in_dir", type=Path, required=True, help="output folder of `criticrm filter`")
-    parser.add_argument("--out", type=Path, required=True,
+    parser.add_argument("--out", type=output_folder, required=True,
                         help="output folder: train.jsonl, train.parquet, refine_stats.json, report.md (re-running resumes it)")
     add_options(parser, SECTIONS)
     parser.set_defaults(handler=handle)

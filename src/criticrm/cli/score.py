@@ -7,9 +7,9 @@ Re-running the same command resumes: rows already in the output file are not sco
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from criticrm.cli.options import Section, add_options, resolve
+from criticrm.config_checks import output_file
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
 from criticrm.inference.score_file import read_scoring_rows, score_rows
@@ -21,7 +21,7 @@ SECTIONS = [Section("data", (DataConfig,)), Section("model", (ModelConfig,)), Se
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("score", help="score responses with a trained reward model", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="output JSONL file (re-running resumes it)")
+    parser.add_argument("--out", type=output_file, required=True, help="output JSONL file (re-running resumes it)")
     parser.add_argument("--response-field", default="response",
                         help="column of single-response rows (rows without it are read as preference pairs)")
     add_options(parser, SECTIONS)

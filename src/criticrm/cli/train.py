@@ -11,9 +11,9 @@ import argparse
 import dataclasses
 import os
 import sys
-from pathlib import Path
 
 from criticrm.cli.options import Section, add_options, as_yaml_sections, resolve
+from criticrm.config_checks import output_folder
 from criticrm.models.backbone import ModelConfig
 from criticrm.training.config import TrainConfig
 
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True,
                         help="refined training data: the refine stage's folder (its train.jsonl) or a JSONL file; "
                              "--mode standard also reads plain preference files (prompt/chosen/rejected)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (re-running resumes it)")
+    parser.add_argument("--out", type=output_folder, required=True, help="output folder (re-running resumes it)")
     add_options(parser, SECTIONS)
     parser.set_defaults(handler=handle)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from criticrm.config_checks import check_fields
 from criticrm.errors import ConfigError
 from criticrm.evaluation.data import EvalExample
 from criticrm.evaluation.metrics import ExampleResult
@@ -31,13 +32,13 @@ class EvalConfig:
         "help": "evaluate the base model as an LLM judge instead of a trained reward model: pointwise or pairwise"})
     name: str | None = field(default=None, metadata={"help": "name of this model in reports (default: from the model)"})
     samples: int = field(default=0, metadata={
-        "help": "m-scaling: sample this many critiques per response once (e.g. 8) and report accuracy at m = 1, 2, 4, 8"})
+        "help": "m-scaling: sample this many critiques per response once (e.g. 8) and report accuracy at m = 1, 2, 4, 8",
+        "min": 0})
 
     def __post_init__(self):
         if self.judge is not None and self.judge not in JUDGES:
             raise ValueError(f"judge must be pointwise or pairwise, got {self.judge!r}")
-        if self.samples < 0:
-            raise ValueError("samples must be 0 (off) or a number of critiques")
+        check_fields(self)
 
 
 @dataclass
@@ -46,13 +47,18 @@ class PipelineEvalConfig:
 
     data: str | None = field(default=None, metadata={
         "help": "evaluation file (RewardBench format: prompt/chosen/rejected/subset[/section]); none: no evaluation"})
-    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples", "min": 1})
     per_subset: int | None = field(default=None, metadata={
-        "help": "evaluate only the first N examples of each subset (a stratified sample)"})
+        "help": "evaluate only the first N examples of each subset (a stratified sample)", "min": 1})
     judges: str = field(default="pointwise,pairwise", metadata={
         "help": "comma-separated judge baselines of the base model to evaluate too (pointwise, pairwise; empty: none)"})
-    num_critiques: int = field(default=1, metadata={"help": "critiques per response (m) for the Critic-RM"})
-    judge_num_critiques: int = field(default=1, metadata={"help": "samples per response for the pointwise judge"})
+    num_critiques: int = field(default=1, metadata={"help": "critiques per response (m) for the Critic-RM", "min": 1})
+    judge_num_critiques: int = field(default=1, metadata={"help": "samples per response for the pointwise judge",
+                                                          "min": 1})
+
+    def __post_init__(self):
+        check_fields(self)
+        self.judge_kinds()
 
     def judge_kinds(self) -> list[str]:
         kinds = [kind.strip() for kind in self.judges.split(",") if kind.strip()]

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from criticrm.config_checks import check_fields
+from criticrm.errors import ConfigError
 from criticrm.prompts.scores import strip_score_line
 
 Messages = list[dict[str, str]]
@@ -21,17 +23,14 @@ Messages = list[dict[str, str]]
 class SamplingConfig:
     """How critiques are sampled."""
 
-    num_critiques: int = field(default=4, metadata={"help": "critiques sampled per response (N)"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature (0 = greedy)"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold"})
-    max_new_tokens: int = field(default=128, metadata={"help": "longest critique, in tokens"})
+    num_critiques: int = field(default=4, metadata={"help": "critiques sampled per response (N)", "min": 1})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature (0 = greedy)", "min": 0})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold", "above": 0, "max": 1})
+    max_new_tokens: int = field(default=128, metadata={"help": "longest critique, in tokens", "min": 1})
     seed: int = field(default=0, metadata={"help": "random seed (each batch derives its own from it)"})
 
     def __post_init__(self):
-        if self.num_critiques < 1:
-            raise ValueError(f"num_critiques must be at least 1, got {self.num_critiques}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
-            raise ValueError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1")
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,14 @@ class Generator(Protocol):
         pairwise judge's probability verdict, as the probability score reads "1".."10" after "Score: ".
         """
         ...
+
+
+def check_server_url(backend: str, base_url: str | None) -> None:
+    """The OpenAI-compatible backend needs an http(s) server address (checked with the config, before any load)."""
+    if backend == "openai" and not base_url:
+        raise ConfigError("backend openai needs base_url (--base-url http://HOST:PORT)")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
 
 
 def score_continuation(completion_text: str, score_prefix: str) -> str:

@@ -26,10 +26,12 @@ def build_generator(backend: str, model_config: ModelConfig, *, batch_size: int 
 
     if not base_url:
         raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000)")
-    return OpenAIGenerator(
+    generator = OpenAIGenerator(
         base_url=base_url,
         model=display_name(model_config.model),
         tokenizer=load_tokenizer(tokenizer or model_config.model),
         api_key=api_key or os.environ.get("OPENAI_API_KEY"),
         concurrency=concurrency, timeout=timeout, max_retries=max_retries,
     )
+    generator.check_reachable()
+    return generator

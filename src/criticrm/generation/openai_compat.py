@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from criticrm.errors import CriticRMError
 from criticrm.generation.base import (
     Completion,
     Messages,
@@ -62,7 +63,7 @@ _MAX_BACKOFF = 60.0
 _SCORE_STRINGS = frozenset(str(score) for score in range(1, 11))
 
 
-class GenerationError(RuntimeError):
+class GenerationError(CriticRMError):
     """A request to the generation server failed (after retries, where retrying made sense)."""
 
     def __init__(self, message: str, url: str, status: int | None = None, attempts: int = 1):
@@ -104,6 +105,15 @@ class OpenAIGenerator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def check_reachable(self) -> None:
+        """Fail at once, with a clear message, when nothing answers at the server's address (instead of after
+        every retry of the first batch). Any HTTP answer will do: servers differ in what else they serve."""
+        try:
+            self.client.get(f"{self.base_url}/v1/models", timeout=min(self.timeout, 10.0))
+        except httpx.TransportError as error:
+            raise GenerationError(f"cannot reach the generation server at {self.base_url} ({type(error).__name__}: "
+                                  f"{str(error) or 'no detail'}); start it, or fix --base-url", self.url) from None
 
     def render(self, conversation: Messages) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)

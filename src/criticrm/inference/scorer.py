@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from criticrm.config_checks import check_fields
 from criticrm.errors import ConfigError
-from criticrm.generation.base import Generator, SamplingConfig
+from criticrm.generation.base import Generator, SamplingConfig, check_server_url
 from criticrm.models.backbone import ModelConfig
 from criticrm.models.critic_rm import CriticRewardModel
 from criticrm.prompts.templates import infer_domain
@@ -32,21 +33,31 @@ SAMPLED_TEMPERATURE = 0.8  # the temperature used for m > 1 when none is given
 class ScoringConfig:
     """How rewards are computed at inference."""
 
-    num_critiques: int = field(default=1, metadata={"help": "critiques per response (m); the reward is their mean"})
+    num_critiques: int = field(default=1, metadata={"help": "critiques per response (m); the reward is their mean",
+                                                    "min": 1})
     temperature: float | None = field(
-        default=None, metadata={"help": "critique sampling temperature (default: greedy for m = 1, 0.8 for m > 1)"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold for sampled critiques"})
-    max_new_tokens: int = field(default=128, metadata={"help": "longest critique, in tokens"})
+        default=None, metadata={"help": "critique sampling temperature (default: greedy for m = 1, 0.8 for m > 1)",
+                                "min": 0})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold for sampled critiques",
+                                                 "above": 0, "max": 1})
+    max_new_tokens: int = field(default=128, metadata={"help": "longest critique, in tokens", "min": 1})
     seed: int = field(default=0, metadata={"help": "random seed of sampled critiques"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per reward forward pass"})
-    generation_batch_size: int = field(default=32, metadata={"help": "critiques generated per batch"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per reward forward pass", "min": 1})
+    generation_batch_size: int = field(default=32, metadata={"help": "critiques generated per batch", "min": 1})
     normalize: bool = field(default=False,
                             metadata={"help": "standardise rewards with the mean/std saved from the validation set"})
     backend: str = field(default="huggingface", metadata={
         "help": "critique writer: huggingface (the model itself) or openai (a server serving the model's LM folder)"})
     base_url: str | None = field(default=None, metadata={"help": "server URL for --backend openai"})
     api_key: str | None = field(default=None, metadata={"help": "bearer token for the server (default: $OPENAI_API_KEY)"})
-    concurrency: int = field(default=8, metadata={"help": "parallel requests for --backend openai"})
+    concurrency: int = field(default=8, metadata={"help": "parallel requests for --backend openai", "min": 1})
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.backend not in ("huggingface", "openai"):
+            raise ConfigError(f"backend must be huggingface or openai, got {self.backend!r}")
+        check_server_url(self.backend, self.base_url)
+        self.sampling()  # the settings every call without overrides uses must be valid themselves
 
     def sampling(self, num_critiques: int | None = None, temperature: float | None = None) -> SamplingConfig:
         """The sampling settings of one call (its overrides, else this config)."""
@@ -100,6 +111,9 @@ class RewardScorer:
                  model_path: str = ""):
         if model.reward_config.mode == "critic" and generator is None:
             raise ConfigError("a critic-mode model needs a critique generator")
+        if config.normalize and not model.has_reward_stats():
+            raise ConfigError(f"normalize needs the reward mean/std saved with the model at training, and "
+                              f"{model_path or 'this model'} has none; drop --normalize")
         self.model, self.tokenizer, self.generator, self.config = model, tokenizer, generator, config
         self.model_path = model_path
         self.builder = model.sequence_builder(tokenizer)
@@ -247,10 +261,8 @@ def _generator(model: CriticRewardModel, tokenizer, path: str, config: ScoringCo
         from criticrm.generation.huggingface import HFGenerator
 
         return HFGenerator(model.causal_lm, tokenizer, path, batch_size=config.generation_batch_size)
-    if config.backend == "openai":
-        from criticrm.generation.factory import build_generator
-        from criticrm.models.backbone import ModelConfig
+    from criticrm.generation.factory import build_generator  # backend openai (the config allows no other)
+    from criticrm.models.backbone import ModelConfig
 
-        return build_generator("openai", ModelConfig(model=path), base_url=config.base_url, api_key=config.api_key,
-                               tokenizer=path, concurrency=config.concurrency)
-    raise ConfigError(f"backend must be huggingface or openai, got {config.backend!r}")
+    return build_generator("openai", ModelConfig(model=path), base_url=config.base_url, api_key=config.api_key,
+                           tokenizer=path, concurrency=config.concurrency)

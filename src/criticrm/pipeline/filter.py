@@ -28,6 +28,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from criticrm.config_checks import check_fields
 from criticrm.data.jsonl import read_jsonl_repairing, write_jsonl
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair, ScoredCritique
 from criticrm.errors import CriticRMError
@@ -57,6 +58,7 @@ class FilterConfig:
             raise ValueError(f"failed_pairs must be one of {', '.join(FAILED_PAIRS_CHOICES)}, got {self.failed_pairs!r}")
         if self.score_source not in SCORE_CHOICES:
             raise ValueError(f"score_source must be one of {', '.join(SCORE_CHOICES)}, got {self.score_source!r}")
+        check_fields(self)  # the margins must be finite
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from criticrm.config_checks import check_fields
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, ScoredCritique, TrainingPair
 from criticrm.errors import ConfigError
@@ -58,17 +59,14 @@ class RefineConfig:
     """How the kept critiques are refined (the model and backend come from the model/critique options)."""
 
     strategy: str = field(default="rank", metadata={"help": "rank (keep the model's top-k), summarize (merge into one) or none (keep all)"})
-    top_k: int = field(default=2, metadata={"help": "critiques kept per response by --strategy rank"})
-    refine_max_new_tokens: int | None = field(default=None, metadata={"help": "longest meta-judge answer, in tokens (default: 16 for rank, 128 for summarize)"})
-    refine_batch_size: int = field(default=8, metadata={"help": "pairs refined per generation call; results are written after each"})
+    top_k: int = field(default=2, metadata={"help": "critiques kept per response by --strategy rank", "min": 1})
+    refine_max_new_tokens: int | None = field(default=None, metadata={"help": "longest meta-judge answer, in tokens (default: 16 for rank, 128 for summarize)", "min": 1})
+    refine_batch_size: int = field(default=8, metadata={"help": "pairs refined per generation call; results are written after each", "min": 1})
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.top_k < 1 or self.refine_batch_size < 1:
-            raise ValueError("top_k and refine_batch_size must be at least 1")
-        if self.refine_max_new_tokens is not None and self.refine_max_new_tokens < 1:
-            raise ValueError("refine_max_new_tokens must be at least 1")
+        check_fields(self)
 
     @property
     def max_new_tokens(self) -> int:

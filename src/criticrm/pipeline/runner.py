@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from criticrm.config_checks import check_output
+
 
 @dataclass
 class RunConfig:
@@ -27,6 +29,9 @@ class RunConfig:
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory: every stage writes its outputs here"})
     force: bool = field(default=False, metadata={"help": "redo every stage, even finished ones (old outputs are kept aside)"})
+
+    def __post_init__(self):
+        check_output(self.run_dir)
 
 
 def fingerprint(settings: Any) -> str:

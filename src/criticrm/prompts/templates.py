@@ -83,8 +83,8 @@ def load_template(source: str | Path) -> JudgeTemplate:
         raise TemplateError(f"template {str(source)!r}: not a built-in ({', '.join(BUILTIN_NAMES)}) nor a file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise TemplateError(f"{path}: invalid YAML ({error})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise TemplateError(f"{path}: not a readable YAML template ({error})") from None
     if not isinstance(raw, dict):
         raise TemplateError(f"{path}: expected a mapping of template fields")
     missing = [name for name in ("name", "system", "instruction", "user_format") if not isinstance(raw.get(name), str)]

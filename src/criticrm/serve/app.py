@@ -100,10 +100,10 @@ def create_app(scorer: RewardScorer, config: ServerConfig) -> FastAPI:
             raise HTTPException(504, f"not scored within {config.request_timeout_s:g} s "
                                      "(request_timeout_s): the server is overloaded; retry later or send "
                                      "fewer items") from None
+        except GenerationError as error:  # (a CriticRMError too: it comes first)
+            raise HTTPException(502, f"critique generation failed: {error}") from None
         except CriticRMError as error:
             raise HTTPException(422, str(error)) from None
-        except GenerationError as error:
-            raise HTTPException(502, f"critique generation failed: {error}") from None
         except Exception as error:
             logger.exception("scoring failed")
             raise HTTPException(500, f"scoring failed: {type(error).__name__}: {error}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass, field
 
+from criticrm.config_checks import check_fields
+
 TOKEN_ENV = "CRITICRM_SERVER_TOKEN"
 
 
@@ -14,37 +16,30 @@ class ServerConfig:
 
     host: str = field(default="127.0.0.1", metadata={
         "help": "address to bind; anything but loopback exposes the model, so set --token"})
-    port: int = field(default=8000, metadata={"help": "TCP port (0: any free port, logged at start)"})
+    port: int = field(default=8000, metadata={"help": "TCP port (0: any free port, logged at start)", "min": 0,
+                                              "max": 65535})
     token: str | None = field(default=None, metadata={
         "help": f"bearer token every request but /health must send (default: ${TOKEN_ENV}; unset: no auth)"})
     max_batch_size: int = field(default=32, metadata={
-        "help": "responses scored together: items of concurrent requests are merged up to this many"})
+        "help": "responses scored together: items of concurrent requests are merged up to this many", "above": 0})
     max_wait_ms: float = field(default=10.0, metadata={
-        "help": "longest wait for more requests after the first one arrives before a batch is scored"})
+        "help": "longest wait for more requests after the first one arrives before a batch is scored", "min": 0})
     max_queue: int = field(default=1024, metadata={
-        "help": "responses waiting to be scored; requests beyond it get 503 with Retry-After"})
-    max_items_per_request: int = field(default=256, metadata={"help": "responses one request may send"})
+        "help": "responses waiting to be scored; requests beyond it get 503 with Retry-After", "above": 0})
+    max_items_per_request: int = field(default=256, metadata={"help": "responses one request may send", "above": 0})
     max_chars_per_item: int = field(default=32_000, metadata={
-        "help": "longest prompt + response, in characters"})
-    max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"help": "largest request body, in bytes"})
+        "help": "longest prompt + response, in characters", "above": 0})
+    max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"help": "largest request body, in bytes", "above": 0})
     max_num_critiques: int = field(default=16, metadata={
-        "help": "largest num_critiques a request may ask for"})
+        "help": "largest num_critiques a request may ask for", "above": 0})
     request_timeout_s: float = field(default=600.0, metadata={
-        "help": "a request still unscored after this many seconds gets 504; also the shutdown drain limit"})
+        "help": "a request still unscored after this many seconds gets 504; also the shutdown drain limit", "above": 0})
     strip_special_tokens: bool = field(default=True, metadata={
         "help": "remove the reward model's special-token strings (chat-template markup) from /get_reward "
                 "queries, which RLHF frameworks send with the policy's chat template applied"})
 
     def __post_init__(self):
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
-        positive = ("max_batch_size", "max_queue", "max_items_per_request", "max_chars_per_item",
-                    "max_body_bytes", "max_num_critiques", "request_timeout_s")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        check_fields(self)
         if self.max_items_per_request > self.max_queue:
             raise ValueError(f"max_items_per_request ({self.max_items_per_request}) must not exceed "
                              f"max_queue ({self.max_queue}): such a request could never be queued")

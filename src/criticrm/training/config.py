@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from criticrm.config_checks import check_fields
 from criticrm.models.sequences import MODES, TRUNCATION_POLICIES
-from criticrm.training.schedules import BUILTIN_SCHEDULES
+from criticrm.prompts.templates import load_template
+from criticrm.training.schedules import BUILTIN_SCHEDULES, LambdaSchedule
 
 PAIRING_POLICIES = ("matched", "all", "random-k")
 MARGIN_SOURCES = ("data", "none", "judge")
@@ -19,53 +22,53 @@ class TrainConfig:
 
     mode: str = field(default="critic", metadata={"help": "critic (Critic-RM: critique then reward) | standard (Bradley-Terry RM on (x, y) alone)"})
     eval_data: str | None = field(default=None, metadata={"help": "validation file or folder (same format as --data); default: hold out --eval-fraction of --data"})
-    eval_fraction: float = field(default=0.1, metadata={"help": "share of --data held out for validation when --eval-data is not given (split by prompt); 0: none"})
-    max_length: int = field(default=1024, metadata={"help": "longest sequence in tokens (judge prompt + critique, or prompt + response)"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of --data held out for validation when --eval-data is not given (split by prompt); 0: none", "min": 0, "below": 1})
+    max_length: int = field(default=1024, metadata={"help": "longest sequence in tokens (judge prompt + critique, or prompt + response)", "min": 16})
     truncation: str = field(default="middle", metadata={"help": "over-long sequences: middle (cut the middle of the prompt, keep the critique), drop (skip the pair, counted), error"})
     template: str | None = field(default=None, metadata={"help": "force one judge template for every pair (name or YAML file); default: the template each row's critiques were written in"})
     pairing: str = field(default="matched", metadata={"help": "which critiques of y+ and y- are compared: matched (i-th with i-th, the shorter list cycled), all (every combination), random-k (k random combinations per epoch)"})
-    pairs_per_example: int = field(default=2, metadata={"help": "k for --pairing random-k"})
+    pairs_per_example: int = field(default=2, metadata={"help": "k for --pairing random-k", "min": 1})
     lambda_schedule: str = field(default="cosine", metadata={"help": f"λ(t) weighting L = λ·L_c + (1-λ)·L_r: {', '.join(BUILTIN_SCHEDULES)}, or 'package.module:function'"})
-    lambda_start: float = field(default=0.9, metadata={"help": "λ at the first step (decaying schedules); the constant value for 'constant'"})
-    lambda_end: float = field(default=0.1, metadata={"help": "λ at the last step (decaying schedules)"})
-    lambda_rounds: int | None = field(default=None, metadata={"help": "number of constant-λ rounds of the 'step' schedule (default: one per epoch)"})
+    lambda_start: float = field(default=0.9, metadata={"help": "λ at the first step (decaying schedules); the constant value for 'constant'", "min": 0, "max": 1})
+    lambda_end: float = field(default=0.1, metadata={"help": "λ at the last step (decaying schedules)", "min": 0, "max": 1})
+    lambda_rounds: int | None = field(default=None, metadata={"help": "number of constant-λ rounds of the 'step' schedule (default: one per epoch)", "min": 1})
     margin_source: str = field(default="data", metadata={"help": "the per-pair margin m in -log σ(r+ - r- - m): data (the input's margin column, when it has one, as in TRL), none, or judge (ablation only: the base model's critique-score gap, which leaks the untrained judge into the reward)"})
     margin_scale: float = field(default=1.0, metadata={"help": "multiply every margin by this"})
-    center_rewards_coefficient: float = field(default=0.0, metadata={"help": "weight of (r+ + r-)^2 added to L_r to keep rewards centred (e.g. 0.01); 0: off"})
-    head_hidden_size: int = field(default=0, metadata={"help": "reward head: 0 = linear layer; N = MLP with N hidden units"})
-    head_init_std: float = field(default=1e-3, metadata={"help": "std of the reward head's output-layer initialisation (small: rewards start near 0)"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (overrides --epochs); -1: off"})
-    batch_size: int = field(default=4, metadata={"help": "pairs per device per micro-batch (each pair is 2+ sequences)"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    eval_batch_size: int = field(default=8, metadata={"help": "pairs per device per evaluation batch"})
-    learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate of the backbone (LoRA: of the adapter)"})
-    head_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the reward head (default: --learning-rate)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup: float = field(default=0.05, metadata={"help": "linear warm-up: a share of the steps if < 1, else a number of steps"})
+    center_rewards_coefficient: float = field(default=0.0, metadata={"help": "weight of (r+ + r-)^2 added to L_r to keep rewards centred (e.g. 0.01); 0: off", "min": 0})
+    head_hidden_size: int = field(default=0, metadata={"help": "reward head: 0 = linear layer; N = MLP with N hidden units", "min": 0})
+    head_init_std: float = field(default=1e-3, metadata={"help": "std of the reward head's output-layer initialisation (small: rewards start near 0)", "above": 0})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs", "min": 0})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (overrides --epochs); -1: off", "min": -1})
+    batch_size: int = field(default=4, metadata={"help": "pairs per device per micro-batch (each pair is 2+ sequences)", "min": 1})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step", "min": 1})
+    eval_batch_size: int = field(default=8, metadata={"help": "pairs per device per evaluation batch", "min": 1})
+    learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate of the backbone (LoRA: of the adapter)", "above": 0})
+    head_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the reward head (default: --learning-rate)", "above": 0})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay", "min": 0})
+    warmup: float = field(default=0.05, metadata={"help": "linear warm-up: a share of the steps if < 1, else a number of steps", "min": 0})
     lr_scheduler: str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up (any transformers scheduler name)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0: off"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0: off", "min": 0})
     precision: str = field(default="auto", metadata={"help": "auto | fp32 | bf16 | fp16 (auto: bf16 autocast on CUDA and on CPUs with fast bf16, else fp32)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass (less memory, ~30% slower)"})
     disable_dropout: bool = field(default=True, metadata={"help": "turn the backbone's dropout off (a reward read through dropout is noisy; TRL does the same)"})
     group_by_length: bool = field(default=True, metadata={"help": "batch pairs of similar length together (little padding)"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (peft) instead of the full backbone; the head is always fully trained"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0 by default: on CPU a 0.05 dropout makes LoRA steps ~1.4x slower, and it adds noise to the reward)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank", "min": 1})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha", "min": 1})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0 by default: on CPU a 0.05 dropout makes LoRA steps ~1.4x slower, and it adds noise to the reward)", "min": 0, "below": 1})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules: all-linear or comma-separated names (q_proj,v_proj)"})
     merge_lora: bool = field(default=True, metadata={"help": "save the final LoRA model merged into full weights (servable by vLLM / llama.cpp); else as an adapter"})
-    eval_steps: int = field(default=50, metadata={"help": "evaluate (and save a checkpoint) every N optimizer steps; 0: only at the end"})
-    save_steps: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N optimizer steps (default: --eval-steps, or 100 when that is 0)"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best one is always kept)"})
+    eval_steps: int = field(default=50, metadata={"help": "evaluate (and save a checkpoint) every N optimizer steps; 0: only at the end", "min": 0})
+    save_steps: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N optimizer steps (default: --eval-steps, or 100 when that is 0)", "min": 1})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best one is always kept)", "min": 1})
     best_metric: str = field(default="accuracy", metadata={"help": f"validation metric that picks the best checkpoint: {', '.join(BEST_METRICS)}"})
-    logging_steps: int = field(default=1, metadata={"help": "log λ, both losses, accuracy every N optimizer steps"})
+    logging_steps: int = field(default=1, metadata={"help": "log λ, both losses, accuracy every N optimizer steps", "min": 1})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ... (comma-separated)"})
     resume: bool = field(default=True, metadata={"help": "resume from the newest checkpoint in --out when there is one"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, held-out split, random-k pairing, head init)"})
     attn_implementation: str | None = field(default=None, metadata={"help": "attention kernel: sdpa, eager, flash_attention_2 (default: the model's)"})
     deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed JSON config (alternatively launch with `accelerate launch --config_file ...`)"})
-    dataloader_workers: int = field(default=0, metadata={"help": "data-loading worker processes"})
+    dataloader_workers: int = field(default=0, metadata={"help": "data-loading worker processes", "min": 0})
 
     def __post_init__(self):
         checks = [
@@ -75,18 +78,45 @@ class TrainConfig:
             (self.margin_source in MARGIN_SOURCES, f"margin_source must be one of {', '.join(MARGIN_SOURCES)}, got {self.margin_source!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {', '.join(BEST_METRICS)}"),
-            (0.0 <= self.lambda_start <= 1.0 and 0.0 <= self.lambda_end <= 1.0, "lambda_start and lambda_end must be in [0, 1]"),
-            (0.0 <= self.eval_fraction < 1.0, "eval_fraction must be in [0, 1)"),
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be at least 1"),
-            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
-            (self.pairs_per_example >= 1, "pairs_per_example must be at least 1"),
             (self.epochs > 0 or self.max_steps > 0, "set epochs > 0 or max_steps > 0"),
-            (self.eval_steps >= 0, "eval_steps must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_fields(self)
         if self.mode == "standard" and self.best_metric == "critique_loss":
             raise ValueError("best_metric critique_loss needs mode critic (standard mode writes no critiques)")
-        if self.lambda_schedule not in BUILTIN_SCHEDULES and ":" not in self.lambda_schedule:
-            raise ValueError(f"lambda_schedule must be one of {', '.join(BUILTIN_SCHEDULES)} or 'package.module:function'")
+        LambdaSchedule(self.lambda_schedule, self.lambda_start, self.lambda_end, self.lambda_rounds,
+                       num_epochs=self.epochs).check()
+        _check_lr_scheduler(self.lr_scheduler)
+        _check_report_to(self.report_to)
+        if self.deepspeed and not Path(self.deepspeed).is_file():
+            raise ValueError(f"deepspeed: no such file {self.deepspeed!r} (a DeepSpeed JSON config)")
+        if self.template:
+            load_template(self.template)
+
+
+def _check_lr_scheduler(name: str) -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    names = [kind.value for kind in SchedulerType]
+    if name not in names:
+        raise ValueError(f"lr_scheduler must be one of {', '.join(names)}, got {name!r}")
+
+
+def _check_report_to(report_to: str) -> None:
+    """Each name must be a transformers logging integration that is installed here (else Trainer fails later)."""
+    names = {name.strip() for name in report_to.split(",") if name.strip()} - {"none", "all"}
+    if not names:
+        return
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    for name in sorted(names):
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"report_to: unknown integration {name!r}; expected none, all or "
+                             f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in get_available_reporting_integrations():
+            raise ValueError(f"report_to {name}: its package is not installed (pip install {name})")

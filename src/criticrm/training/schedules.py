@@ -75,6 +75,18 @@ class LambdaSchedule:
             raise ValueError(f"λ schedule {self.name!r} gave {value} at step {step}/{total_steps}; λ must be in [0, 1]")
         return value
 
+    def check(self) -> None:
+        """Raise ValueError unless λ can be computed at the first and last step of a run (a user function is
+        called): a broken schedule fails when the config is read, not after the model has loaded."""
+        for step in (0, 1):
+            try:
+                self(step, 2)
+            except ValueError:
+                raise
+            except Exception as error:  # whatever a user's function raises
+                raise ValueError(f"λ schedule {self.name!r} failed at step {step} of 2: "
+                                 f"{type(error).__name__}: {error}") from None
+
     def __repr__(self) -> str:
         return f"LambdaSchedule({self.name!r}, start={self.start}, end={self.end})"
 
