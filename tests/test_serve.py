@@ -7,8 +7,12 @@ rewards: a result handed to the wrong request would not match the reward compute
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
+import json
+import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -232,6 +236,20 @@ BAD_REQUESTS = [
     ("/v1/score", b'{"items": [{"prompt": "p", "response": "r"}]}', "text/plain", 422, "Content-Type"),
     ("/get_reward", b'{"query": "Q A", "prompts": ["Q"]}', JSON, 422, "query"),
     ("/get_reward", b'{"query": [], "prompts": []}', JSON, 422, "at least 1 item"),
+    # Python's JSON parser takes NaN, Infinity and unpaired surrogate escapes; none may reach the model
+    ("/v1/score", b'{"items": [{"prompt": "p", "response": "r"}], "temperature": NaN}', JSON, 422, "temperature"),
+    ("/v1/score", b'{"items": [{"prompt": "p", "response": "r"}], "temperature": 1e999}', JSON, 422,
+     "temperature: Input should be a finite number"),
+    ("/v1/score", b'{"items": [{"prompt": "\\ud800", "response": "r"}]}', JSON, 422,
+     "items[0].prompt: the text holds a lone surrogate (U+D800"),
+    ("/v1/score", b'{"items": [{"prompt": "p", "response": "r\\udfff"}]}', JSON, 422, "items[0].response"),
+    ("/v1/score", b'{"items": [{"messages": [{"role": "user", "content": "\\udc80"}, {"role": "assistant", '
+                  b'"content": "a"}]}]}', JSON, 422, "items[0].messages[0].content"),
+    ("/get_reward", b'{"query": ["Q \\ud800"], "prompts": ["Q"]}', JSON, 422, "query[0]: the text holds"),
+    ("/get_reward", b'{"query": ["Q A"], "prompts": ["\\udbff"]}', JSON, 422, "prompts[0]"),
+    ("/v1/score", b'{"items": [{"prompt": "p", "response": "r"}], "num_critiques": 1' + b"0" * 5000 + b"}",
+     JSON, 400, "not valid JSON"),
+    ("/v1/score", b'{"items": [' + b"[" * 5000 + b"]" * 5000 + b"]}", JSON, 400, "not valid JSON"),
 ]
 
 
@@ -259,6 +277,78 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(url):
     with RewardClient(url) as client, pytest.raises(RewardServerError, match="at least 1 item") as caught:
         client.score([])
     assert caught.value.status == 422
+
+
+def test_a_near_zero_temperature_scores_instead_of_failing(url):
+    """1e-300 once turned every logit into inf - inf = NaN probabilities and answered 500: it is greedy."""
+    reply = httpx.post(f"{url}/v1/score", json={"items": [ITEM], "num_critiques": 2, "temperature": 1e-300})
+    assert reply.status_code == 200
+    [result] = reply.json()["results"]
+    assert result["reward"] is not None and len({c["critique"] for c in result["critiques"]}) == 1
+
+
+def fuzzed_body(rng: random.Random) -> tuple[str, bytes]:
+    """A request built from a valid one with one to three random parts replaced, dropped or added."""
+    leaves = [None, True, -1, 0, 2, 10**30, -0.0, 1e-300, 1e308, "", " ", "\x00", "\ud800", "\u200b", "x" * 2500,
+              [], {}, [[[[]]]], {"role": "tool"}, [{"role": "assistant", "content": "a"}], "NaN", "Infinity"]
+    if rng.random() < 0.5:
+        path, body = "/v1/score", {"items": [{"prompt": "p", "response": "r"},
+                                             {"messages": [{"role": "user", "content": "q"},
+                                                           {"role": "assistant", "content": "a"}]}],
+                                   "num_critiques": 2, "temperature": 0.7}
+    else:
+        path, body = "/get_reward", {"query": ["Q A", "Q2 B"], "prompts": ["Q", "Q2"], "labels": [1, None]}
+    for _ in range(rng.randint(1, 3)):
+        parent, key = body, None
+        while True:  # walk down to a random place
+            keys = list(parent) if isinstance(parent, dict) else list(range(len(parent)))
+            if not keys:
+                break
+            key = rng.choice(keys)
+            if not isinstance(parent[key], dict | list) or rng.random() < 0.4:
+                break
+            parent, key = parent[key], None
+        action = rng.choice(("replace", "replace", "drop", "add"))
+        leaf = copy.deepcopy(rng.choice(leaves))
+        if action == "add" or key is None:
+            if isinstance(parent, dict):
+                parent[rng.choice(("extra", "temperature", "num_critiques", "domain"))] = leaf
+            else:
+                parent.append(leaf)
+        elif action == "drop":
+            del parent[key]
+        else:
+            parent[key] = leaf
+    text = json.dumps(body)  # NaN and Infinity as Python writes them; surrogates as \\u escapes
+    text = text.replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+    return path, text.encode()
+
+
+def test_fuzzed_requests_never_get_a_5xx_and_the_server_keeps_serving(url):
+    rng = random.Random("criticrm-serve")
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for case in range(300):
+            path, body = fuzzed_body(rng)
+            if case % 10 == 9:  # a tenth: cut, or as another content type
+                body = body[:rng.randrange(len(body))] if case % 20 == 9 else body
+                headers = {"content-type": "text/plain" if case % 20 == 19 else JSON}
+            else:
+                headers = {"content-type": JSON}
+            reply = http.post(path, content=body, headers=headers)
+            assert reply.status_code < 500, (path, body, reply.text)
+            if reply.status_code == 200:
+                rewards = reply.json().get("rewards") or [r["reward"] for r in reply.json()["results"]]
+                assert all(r is None or math.isfinite(r) for r in rewards), (path, body)
+            else:
+                assert reply.json()["detail"], (path, body)
+        assert http.post("/v1/score", json={"items": [ITEM]}).status_code == 200
+    assert stats(url)["failed_requests"] == 0
+
+
+def test_settings_no_request_could_use_stop_the_server_at_start_up(models, capsys):
+    """The model has no saved reward statistics, so --normalize could only ever fail."""
+    assert main(["serve", "--model", str(models["critic"]), "--normalize", "--device", "cpu"]) == 2
+    assert "normalize needs the reward mean/std saved with the model" in capsys.readouterr().err
 
 
 def test_full_queue_answers_503_with_retry_after(models):

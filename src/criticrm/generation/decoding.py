@@ -101,7 +101,10 @@ def cache_keyword(model) -> str:
 def _pick(logits: torch.Tensor, temperature: float, nucleus: NucleusFilter | None) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    scores = logits / temperature
+    # A tiny temperature (1e-300) is the greedy limit, not NaN: the top logit is shifted to 0 and the
+    # temperature kept above 0 in the logits' dtype (1e-300 is 0 in float32), so the others go to -inf.
+    temperature = max(temperature, torch.finfo(logits.dtype).tiny)
+    scores = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if nucleus is not None:
         return nucleus.sample(scores)
     return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)

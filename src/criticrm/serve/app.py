@@ -21,8 +21,10 @@ import secrets
 from collections.abc import Iterable
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import criticrm
 from criticrm.errors import ConfigError, CriticRMError
@@ -62,6 +64,7 @@ def create_app(scorer: RewardScorer, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="criticrm reward server", version=criticrm.__version__, lifespan=lifespan)
     app.add_middleware(RequestGuard, token=config.token, max_body_bytes=config.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     def sampling_key(num_critiques: int | None, temperature: float | None) -> tuple:
         """The effective (num_critiques, temperature): requests that resolve alike share a score call."""
@@ -229,6 +232,16 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
         detail += (" (send the body as JSON with Content-Type: application/json, "
                    f"not {content_type or 'none'!r})")
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's answer, except that a body its JSON parser chokes on (a number of 4,300+ digits, nesting
+    deeper than Python recurses) says why instead of "There was an error parsing the body"."""
+    cause = error.__cause__
+    if error.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+        reason = "nested too deeply" if isinstance(cause, RecursionError) else str(cause).split(";")[0]
+        return JSONResponse({"detail": f"request body is not valid JSON: {reason}"}, status_code=400)
+    return await http_exception_handler(request, error)
 
 
 def _describe(problem: dict) -> str:

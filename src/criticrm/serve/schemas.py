@@ -7,17 +7,29 @@ message is the response to score) and OpenRLHF's remote reward-model contract on
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from criticrm.data.readers import ROLES, render_transcript
+from criticrm.data.text import unicode_problem
 from criticrm.inference.scorer import CritiqueReward, ScoreItem, ScoreResult
+
+
+def _valid_unicode(text: str) -> str:
+    """Python's JSON parser (FastAPI's) accepts an unpaired `\\ud800` escape; no tokenizer takes the result."""
+    problem = unicode_problem(text)
+    if problem:
+        raise ValueError(f"the text {problem}")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class Message(BaseModel):
     role: str
-    content: str
+    content: Text
 
     @field_validator("role")
     @classmethod
@@ -32,11 +44,11 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | None = None
-    response: str | None = None
+    prompt: Text | None = None
+    response: Text | None = None
     messages: list[Message] | None = None
-    domain: str | None = Field(default=None, description="general | safety | reasoning: the judge template")
-    subset: str | None = Field(default=None, description="a subset name the judge template is guessed from")
+    domain: Text | None = Field(default=None, description="general | safety | reasoning: the judge template")
+    subset: Text | None = Field(default=None, description="a subset name the judge template is guessed from")
 
     @model_validator(mode="after")
     def _one_form(self) -> Item:
@@ -69,7 +81,8 @@ class ScoreRequest(BaseModel):
 
     items: list[Item] = Field(min_length=1)
     num_critiques: int | None = Field(default=None, ge=1, description="critiques per response")
-    temperature: float | None = Field(default=None, ge=0, description="critique sampling temperature")
+    temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False,
+                                      description="critique sampling temperature")
 
 
 class CritiqueOut(BaseModel):
@@ -103,8 +116,8 @@ class ScoreResponse(BaseModel):
 class GetRewardRequest(BaseModel):
     """OpenRLHF's remote reward-model request: `query[i]` is `prompts[i]` followed by the response."""
 
-    query: list[str] = Field(min_length=1)
-    prompts: list[str] | None = None
+    query: list[Text] = Field(min_length=1)
+    prompts: list[Text] | None = None
     labels: list[Any] | None = Field(default=None, description="ground-truth labels; accepted and not used")
 
 
