@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +89,55 @@ def test_resume_continues_the_same_loss_trajectory(tiny_dir, data_file, tmp_path
     for step in range(4, 9):
         for key in ("loss", "critique_loss", "reward_loss", "lambda"):
             assert second[step][key] == pytest.approx(first[step][key], rel=1e-5, abs=1e-6), (step, key)
+
+
+# `criticrm train` in a real process that SIGKILLs itself half-way through writing checkpoint-4's optimizer
+# state: the state a crash, an OOM kill or a pre-empted node leaves.
+KILLED_WHILE_SAVING = """
+import io, os, signal, sys, torch
+from criticrm.cli import main
+
+real_save = torch.save
+
+def save(obj, target, *args, **kwargs):
+    if str(target).endswith(os.path.join("checkpoint-4", "optimizer.pt")):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        with open(target, "wb") as handle:
+            handle.write(buffer.getvalue()[:buffer.tell() // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, target, *args, **kwargs)
+
+torch.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tiny_dir, data_file, tmp_path,
+                                                                                   capsys):
+    from criticrm.training.checkpoints import COMPLETE_MARKER
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data_file), "--out", str(out), "--model", tiny_dir, "--device", "cpu",
+            "--max-length", "256", "--batch-size", "2", "--learning-rate", "1e-3", "--warmup", "0",
+            "--lr-scheduler", "constant", "--eval-fraction", "0", "--save-steps", "2", "--max-steps", "6",
+            "--save-total-limit", "5"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *argv], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    cut = out / "checkpoint-4"
+    assert (cut / "optimizer.pt").is_file() and not (cut / "trainer_state.json").exists()
+    assert (out / "checkpoint-2" / COMPLETE_MARKER).is_file() and not (cut / COMPLETE_MARKER).exists()
+    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4]
+
+    assert main(argv) == 0  # the same command again
+    assert "checkpoint-4 in" in capsys.readouterr().err  # "... was not completely written; set aside"
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 6
+    assert (out / "incomplete-checkpoint-4" / "optimizer.pt").is_file()
+    assert all((out / f"checkpoint-{step}" / COMPLETE_MARKER).is_file() for step in (2, 4, 6))
+    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]  # none twice
+    assert main(argv) == 0  # and once more: the finished run is returned
 
 
 def test_resume_refuses_other_settings(tiny_dir, data_file, tmp_path):

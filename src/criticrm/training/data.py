@@ -11,6 +11,7 @@ whose next token is a critique token: the trainer computes LM logits at those po
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -24,11 +25,11 @@ from torch.utils.data import Dataset, Sampler
 
 from criticrm.data.readers import (
     DataConfig,
+    DataValidationError,
     Problem,
     check_id,
     iter_rows,
     load_pairs,
-    load_records,
     render_transcript,
 )
 from criticrm.data.schema import ScoredCritique, TrainingPair
@@ -67,7 +68,7 @@ def load_training_pairs(path: str | Path, mode: str) -> list[TrainingPair]:
     file = resolve_data_file(path)
     first = next(iter_rows(str(file)), None)
     if first is not None and isinstance(first[1], dict) and "chosen_critiques" in first[1]:
-        return load_records(DataConfig(data=str(file)), _training_row).pairs
+        return _read_training_rows(file)
     if mode == "critic":
         raise TrainingDataError(f"{file} holds plain preference pairs without critiques; critic mode trains on the "
                                 "refined critique data: run `criticrm pipeline` (or critique, filter, refine) first, "
@@ -76,6 +77,23 @@ def load_training_pairs(path: str | Path, mode: str) -> list[TrainingPair]:
     return [TrainingPair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_critiques=[],
                          rejected_critiques=[], critique_supervision=False, subset=p.subset, domain=p.domain,
                          source=p.source, margin=p.margin) for p in result.pairs]
+
+
+def _read_training_rows(file: Path) -> list[TrainingPair]:
+    """Refined rows (each row's own margin or none: they are not user preference data held to one rule)."""
+    rows, problems, read = [], [], 0
+    for location, row in iter_rows(str(file)):
+        read += 1
+        result = [row] if isinstance(row, Problem) else _training_row(row, location)
+        if isinstance(result, list):
+            problems += result
+        else:
+            rows.append(result)
+    if problems:
+        raise DataValidationError(str(file), problems, read)
+    if not rows:
+        raise TrainingDataError(f"{file} holds no training rows")
+    return rows
 
 
 def _training_row(row: dict[str, Any], location: str) -> TrainingPair | list[Problem]:
@@ -95,16 +113,14 @@ def _training_row(row: dict[str, Any], location: str) -> TrainingPair | list[Pro
     for name in ("template", "subset", "domain", "source"):
         if row.get(name) is not None and not isinstance(row[name], str):
             problems.append(Problem(location, name, f"expected a string, got {type(row[name]).__name__}"))
-    margin = row.get("margin")
-    if margin is not None and not _is_number(margin):
-        problems.append(Problem(location, "margin", f"expected a finite number, got {margin!r}"))
+    for name in ("margin", "judge_margin"):
+        if row.get(name) is not None and not _is_number(row[name]):
+            problems.append(Problem(location, name, f"expected a finite number, got {row[name]!r}"))
     if problems:
         return problems
-    return TrainingPair(id=str(row["id"]), prompt=row["prompt"], chosen=row["chosen"], rejected=row["rejected"],
-                        chosen_critiques=critiques["chosen_critiques"],
-                        rejected_critiques=critiques["rejected_critiques"],
-                        critique_supervision=row["critique_supervision"], template=row.get("template") or "general",
-                        subset=row.get("subset"), domain=row.get("domain"), source=row.get("source"), margin=margin)
+    known = {item.name for item in dataclasses.fields(TrainingPair)}
+    return TrainingPair.from_dict({key: value for key, value in row.items() if key in known}
+                                  | critiques | {"id": str(row["id"]), "template": row.get("template") or "general"})
 
 
 def _critiques(value: Any, location: str, side: str, problems: list[Problem]) -> list[ScoredCritique]:

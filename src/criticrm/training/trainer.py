@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from criticrm.data.jsonl import write_text_atomic
 from criticrm.errors import CriticRMError
 from criticrm.models.critic_rm import CriticRewardModel, load_weights_into
+from criticrm.training.checkpoints import last_complete_checkpoint, mark_complete, prepare_resume
 from criticrm.training.config import BEST_METRICS, TrainConfig
 from criticrm.training.data import (
     LengthGroupedSampler,
@@ -194,6 +196,20 @@ class CriticRMTrainer(Trainer):
                    merge_lora=self.merge_lora_on_save)
         Path(output_dir, "training_args.json").write_text(self.args.to_json_string())
         Path(output_dir, "train_config.json").write_text(json.dumps(asdict(self.train_config), indent=2))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, then its completion marker once every process has written its part,
+        then the rotation of old checkpoints (which must never leave only an incomplete one)."""
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            mark_complete(Path(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"), Path(run_dir, LOG_FILE))
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights_into(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
@@ -471,13 +487,16 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     if show_progress:
         trainer.add_callback(RewardProgressCallback())
 
-    checkpoint = get_last_checkpoint(str(out_dir)) if config.resume and out_dir.is_dir() else None
+    checkpoint = last_complete_checkpoint(out_dir) if config.resume else None
     _check_settings(out_dir, identity,
                     resuming=checkpoint is not None, main_process=trainer.is_world_process_zero())
-    if checkpoint and trainer.is_world_process_zero():
-        print(f"resuming from {checkpoint}")
+    if trainer.is_world_process_zero():
+        prepare_resume(out_dir, out_dir / LOG_FILE, checkpoint)
+        if checkpoint:
+            print(f"resuming from {checkpoint}")
+    trainer.accelerator.wait_for_everyone()
     train_started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - train_started
 
     final_metrics: dict[str, float] = {}
@@ -528,12 +547,12 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
         "lambda_schedule": {"name": config.lambda_schedule, "start": config.lambda_start, "end": config.lambda_end,
                             "first_step": trainer.lambda_at(0),
                             "last_step": trainer.lambda_at(max(0, trainer.state.max_steps - 1))},
-        "resumed_from": checkpoint,
+        "resumed_from": str(checkpoint) if checkpoint else None,
         "seconds": round(time.perf_counter() - started, 2),
         "config": asdict(config),
     }
     if trainer.is_world_process_zero():
-        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+        write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
     return summary
 
 
@@ -587,7 +606,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], resuming: bool, mai
                                 "changed); use another --out, or --no-resume to start over there")
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2, default=str))
+        write_text_atomic(path, json.dumps(settings, indent=2, default=str))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
