@@ -501,7 +501,7 @@ def text_field(row: dict[str, Any], column: str, location: str, part: str,
             return problems
         value = _render_response(value) if part == "response" else render_messages(value)
     if not isinstance(value, str) or is_blank(value):
-        return [Problem(location, column, f"expected non-empty text or messages, got {type(value).__name__}")]
+        return [Problem(location, column, f"expected non-empty text, got {type(value).__name__}")]
     return value
 
 
