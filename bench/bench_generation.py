@@ -95,8 +95,8 @@ def _naive(generator: HFGenerator, convs, sampling: SamplingConfig, batch: int) 
 
 
 def run_llamacpp(convs, sampling: SamplingConfig, threads: int) -> dict:
-    from criticrm.generation.llamacpp_server import llamacpp_available, llamacpp_server
     from criticrm.generation.openai_compat import OpenAIGenerator
+    from criticrm.testing.llamacpp import llamacpp_available, llamacpp_server
 
     reason = llamacpp_available()
     if reason:

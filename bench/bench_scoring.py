@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from criticrm.data.readers import DataConfig
-from criticrm.evaluation.data import load_eval_examples
+from criticrm.data.rewardbench import load_eval_examples
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
 from machine import describe
 

@@ -39,7 +39,7 @@ CONCURRENCY = (1, 8, 32)
 def tiny_model(folder: Path) -> Path:
     from criticrm.models.backbone import load_tokenizer
     from criticrm.models.critic_rm import CriticRewardModel
-    from criticrm.models.tiny import make_tiny_backbone
+    from criticrm.testing.tiny import make_tiny_backbone
 
     backbone = make_tiny_backbone(folder / "backbone")
     model = CriticRewardModel.from_backbone(str(backbone), mode="critic")

@@ -3,7 +3,7 @@
 Workload (issue 4): the first `--pairs` pairs (default 64) of ../shared/data/train.jsonl on the default
 backbone (SmolLM2-135M-Instruct), `--batch-size` pairs per step, max_length 1024. Critic mode trains on
 the refine stage's rows when `--critic-data` names them, else on the same pairs with canned critiques
-(`criticrm.training.fixtures`, ~25 tokens each: shorter than real critiques). Standard mode and TRL train
+(`criticrm.testing.rows`, ~25 tokens each: shorter than real critiques). Standard mode and TRL train
 on the plain pairs, as chat (user = prompt, assistant = response).
 
 Metric: tokens that carry a real token (attention mask = 1) forwarded and back-propagated per second of
@@ -88,8 +88,8 @@ def load_plain_pairs(path: str, count: int) -> list[dict]:
 
 
 def run_criticrm(variant: str, args) -> dict:
+    from criticrm.testing.rows import synthetic_rows, write_rows
     from criticrm.training import TrainConfig, train_reward_model
-    from criticrm.training.fixtures import synthetic_rows, write_rows
 
     mode, method, precision = variant.split("-")[:3]
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

@@ -1,47 +1,60 @@
-"""Config precedence (defaults < YAML < flags), clear config errors, and the stage runner."""
+"""Config precedence (defaults < YAML < flags), one flag rule, last release's spellings, clear config errors."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import re
 from pathlib import Path
 
 import pytest
 
-from criticrm.cli import build_parser
+from criticrm.cli import build_parser, main
 from criticrm.cli.critique import SECTIONS
 from criticrm.cli.options import resolve
+from criticrm.config import from_sections
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
 from criticrm.generation.base import SamplingConfig
 from criticrm.pipeline.critique import CritiqueConfig
-from criticrm.pipeline.runner import StageRunner
+from criticrm.pipeline.recipe import PipelineConfig
+from criticrm.pipeline.refine import RefineConfig
+from criticrm.training.config import TrainConfig
 
 
 def parse(argv):
     return resolve(build_parser().parse_args(["critique", "--out", "o", *argv]), SECTIONS)
 
 
+def pipeline(argv) -> PipelineConfig:
+    command = importlib.import_module("criticrm.cli.pipeline")
+    return from_sections(PipelineConfig, resolve(build_parser().parse_args(["pipeline", *argv]), command.SECTIONS))
+
+
 def test_defaults_yaml_then_flags(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("data: {data: a.jsonl, limit: 5}\ncritique: {num_critiques: 2, temperature: 1, few_shot: false}\n")
-    built = parse(["--config", str(config), "--num-critiques", "3", "--skip-invalid"])
+    config.write_text("data: {data: a.jsonl, limit: 5}\n"
+                      "critique: {num_critiques: 2, temperature: 1, few_shot: false, concurrency: 3}\n")
+    built = parse(["--config", str(config), "--num-critiques", "3", "--skip-invalid", "--critique.backend", "openai",
+                   "--base-url", "http://127.0.0.1:9"])
     assert built[DataConfig].data == "a.jsonl" and built[DataConfig].limit == 5 and built[DataConfig].skip_invalid
     assert built[SamplingConfig].num_critiques == 3  # the flag wins
     assert built[SamplingConfig].temperature == 1.0 and built[SamplingConfig].top_p == 0.95  # YAML, then default
-    assert built[CritiqueConfig].few_shot is False
+    critique = built[CritiqueConfig]
+    assert critique.few_shot is False
+    assert critique.generator.backend == "openai" and critique.generator.concurrency == 3  # the nested generator
 
 
 @pytest.mark.parametrize(("yaml_text", "message"), [
     ("critique: {num_critques: 2}", "unknown key(s) in section 'critique': num_critques"),
     ("critique: {num_critiques: two}", "'critique.num_critiques' must be int"),
-    ("critique: {backend: tgi}", "backend must be huggingface or openai"),
+    ("critique: {backend: tgi}", "backend must be one of huggingface, openai, got 'tgi'"),
+    ("critique: {score: written}", "score must be one of parsed-or-probability, parsed, probability"),
     ("critique: {num_critiques: 0}", "num_critiques must be >= 1, got 0"),
     ("critque: {num_critiques: 2}", "unknown section 'critque' (did you mean 'critique'?)"),
     ("critique: {temprature: 2}", "temprature (did you mean 'temperature'?)"),
     ("critique: {temperature: .nan}", "temperature must be a finite number, got nan"),
+    ("critique: {batch_size: null}", "'critique.batch_size' must be int, got null"),
     ("- a list", "expected a mapping of sections"),
     ("data: [1, 2]", "section 'data' must be a mapping"),
 ])
@@ -52,51 +65,83 @@ def test_config_errors_are_clear(tmp_path, yaml_text, message):
         parse(["--config", str(config)])
 
 
-def test_stage_runner_skips_redoes_and_keeps_old_output(tmp_path):
-    calls = []
-
-    def action(out_dir):
-        calls.append(out_dir.name)
-        (out_dir / "result.txt").write_text(str(len(calls)))
-        return {"n": len(calls)}
-
-    logs = []
-    assert StageRunner(tmp_path, log=logs.append).run("a", {"x": 1}, action) == {"n": 1}
-    assert StageRunner(tmp_path, log=logs.append).run("a", {"x": 1}, action) == {"n": 1}  # skipped
-    assert calls == ["a"] and "skipped" in logs[-1]
-    runner = StageRunner(tmp_path, log=logs.append)
-    assert runner.run("a", {"x": 2}, action) == {"n": 2}  # settings changed: redone
-    assert runner.run("b", {}, action) == {"n": 3}
-    assert StageRunner(tmp_path, log=logs.append).run("a", {"x": 3}, action) == {"n": 4}
-    assert StageRunner(tmp_path, log=logs.append).run("b", {}, action) == {"n": 5}  # upstream changed
-    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("a.old-"))
-    assert kept and (tmp_path / kept[0] / "result.txt").exists()
-    assert json.loads((tmp_path / "a" / "DONE.json").read_text())["result"] == {"n": 4}
-    assert StageRunner(tmp_path, force=True, log=logs.append).run("a", {"x": 3}, action) == {"n": 6}
+def test_a_flag_outside_its_choices_is_refused_with_the_choices(tmp_path, capsys):
+    status, err = run_cli(["train", "--data", DATA, "--out", str(tmp_path / "out"), "--train.mode", "other"], capsys)
+    assert status == 2 and "mode must be one of critic, standard, got 'other'" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--train.mode {critic,standard}" in capsys.readouterr().out  # the choices, in the help
 
 
-def test_colliding_field_names_get_their_section_as_prefix():
-    from criticrm.cli.pipeline import SECTIONS as PIPELINE
-    from criticrm.training.config import TrainConfig
+def test_section_flags_everywhere_and_short_flags_where_unique():
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--batch-size", "3", "--train.seed", "5"])
+    built = resolve(args, importlib.import_module("criticrm.cli.train").SECTIONS)
+    assert built[TrainConfig].batch_size == 3 and built[TrainConfig].seed == 5
+    config = pipeline(["--train.batch-size", "2", "--critique.batch-size", "8", "--refine.batch-size", "4",
+                       "--refine.max-new-tokens", "20", "--data.data", "x.jsonl", "--run-dir", "r"])
+    assert (config.train.batch_size, config.critique.batch_size, config.refine.batch_size) == (2, 8, 4)
+    assert config.refine.max_new_tokens == 20 and config.data.data == "x.jsonl" and config.run.run_dir == "r"
+    assert config.sampling.max_new_tokens == SamplingConfig().max_new_tokens
 
-    args = build_parser().parse_args(["pipeline", "--batch-size", "8", "--train-batch-size", "2"])
-    built = resolve(args, PIPELINE)
-    assert built[CritiqueConfig].batch_size == 8 and built[TrainConfig].batch_size == 2
+
+def test_last_release_spellings_work_with_a_note(capsys):
+    config = pipeline(["--batch-size", "8", "--train-batch-size", "2", "--refine-max-new-tokens", "20",
+                       "--data", "x.jsonl", "--judge-num-critiques", "3"])
+    assert config.critique.batch_size == 8 and config.train.batch_size == 2  # as last release read them
+    assert config.refine.max_new_tokens == 20 and config.data.data == "x.jsonl"
+    assert config.evaluation.judge_samples == 3
+    notes = capsys.readouterr().err
+    for old, new in (("--batch-size", "--critique.batch-size"), ("--train-batch-size", "--train.batch-size"),
+                     ("--refine-max-new-tokens", "--refine.max-new-tokens"), ("--data", "--data.data"),
+                     ("--judge-num-critiques", "--evaluation.judge-samples")):
+        assert f"deprecated: {old} is now {new};" in notes
+    args = build_parser().parse_args(["eval", "--data", "d", "--out", "o", "--judge-temperature", "0",
+                                      "--num-critiques", "4", "--tokenizer", "t"])
+    built = resolve(args, importlib.import_module("criticrm.cli.eval").SECTIONS)
+    from criticrm.inference.scorer import ScoringConfig
+
+    assert built[SamplingConfig].temperature == 0.0 and built[ScoringConfig].num_critiques == 4
+    assert built[CritiqueConfig].generator.tokenizer == "t" and built[ScoringConfig].generator.tokenizer is None
+
+
+def test_renamed_yaml_keys_read_for_one_release(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("refine: {refine_max_new_tokens: 32, refine_batch_size: 2}\nevaluation: {judge_num_critiques: 2}\n")
+    loaded = PipelineConfig.from_yaml(config)
+    assert loaded.refine == RefineConfig(max_new_tokens=32, batch_size=2) and loaded.evaluation.judge_samples == 2
+    assert "key 'refine.refine_max_new_tokens' is now 'refine.max_new_tokens'" in capsys.readouterr().err
+
+
+def _options(help_text: str, prefix: str) -> set[str]:
+    return set(re.findall(rf"(?<![\w-])--(?:no-)?{prefix}\.[\w.-]+|--{prefix}\.no-[\w-]+", help_text))
+
+
+@pytest.mark.parametrize("section", ["train", "model"])
+def test_training_flags_are_spelled_the_same_in_train_and_pipeline(capsys, section):
+    texts = {}
+    for command in ("train", "pipeline"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        texts[command] = capsys.readouterr().out
+    flags = _options(texts["train"], section)
+    assert len(flags) > (40 if section == "train" else 2)
+    assert flags == _options(texts["pipeline"], section)
 
 
 # accelerate's own config files (train_accelerate_*.yaml) sit beside ours
 CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
                  if not p.name.startswith("train_accelerate"))
 # What a shipped GPU recipe asks of the machine (a GPU, tensorboard) is set to what every machine has.
-ON_ANY_MACHINE = {"device": "cpu", "report_to": "none"}
+ON_ANY_MACHINE = {"model.device": "cpu", "train.report_to": "none"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
 @pytest.mark.parametrize("command", ["critique", "filter", "refine", "train", "pipeline", "score", "serve"])
-def test_every_shipped_config_is_read_by_every_stage_command(config, command):
+def test_every_shipped_config_is_read_by_every_stage_command(config, command, capsys):
     """One pipeline config drives each stage command too (the benchmarks' ablations run them one by one)."""
     sections = importlib.import_module(f"criticrm.cli.{command}").SECTIONS
     resolve(argparse.Namespace(config=config, **ON_ANY_MACHINE), sections)
+    assert "deprecated" not in capsys.readouterr().err  # the shipped configs use this release's keys
 
 
 def test_non_utf8_or_unreadable_config_files_are_clear_errors(tmp_path):

@@ -17,9 +17,9 @@ import pytest
 
 from criticrm.data.jsonl import write_jsonl
 from criticrm.data.readers import DataConfig, DataValidationError, UnreadableDataError, load_pairs
+from criticrm.data.rewardbench import load_eval_examples
 from criticrm.data.schema import content_id
 from criticrm.data.text import is_blank
-from criticrm.evaluation.data import load_eval_examples
 from criticrm.inference.score_file import read_scoring_rows
 from criticrm.training.data import load_training_pairs
 

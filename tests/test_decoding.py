@@ -12,7 +12,7 @@ from criticrm.generation.base import SamplingConfig
 from criticrm.generation.decoding import cache_keyword
 from criticrm.generation.huggingface import HFGenerator
 from criticrm.models.backbone import ModelConfig, load_causal_lm
-from criticrm.models.tiny import one_thread_if_oversubscribed
+from criticrm.testing.tiny import one_thread_if_oversubscribed
 
 PROMPTS = ["Reply with the single word: yes.", "Write a long poem about the sea, with many verses.",
            "What is 2 + 2? Answer with a number only.", "List ten fruits, one per line, and describe each."]

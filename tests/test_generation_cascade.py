@@ -12,8 +12,8 @@ from criticrm.generation.huggingface import HFGenerator
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
 from criticrm.models.backbone import ModelConfig, load_causal_lm, load_tokenizer
 from criticrm.models.critic_rm import CriticRewardModel, RewardModelConfig
-from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 from criticrm.prompts.templates import TemplateSet
+from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from criticrm.data.readers import DataConfig
+from criticrm.data.rewardbench import load_eval_examples
 from criticrm.data.schema import PreferencePair
-from criticrm.evaluation.data import load_eval_examples
 from criticrm.evaluation.eval_report import load_examples, write_eval_report
 from criticrm.evaluation.judges import (
     ORDERS,

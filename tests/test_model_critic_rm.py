@@ -10,7 +10,7 @@ import torch
 from criticrm.models.backbone import load_tokenizer
 from criticrm.models.critic_rm import HEAD_FILE, CriticRewardModel, is_reward_model_dir, load_weights_into
 from criticrm.models.sequences import pad_sequences
-from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 
 ITEMS = [
     ("What is 2+2?", "It is 4.", "Correct and brief.\nScore: 9/10"),

@@ -8,8 +8,8 @@ import pytest
 
 from criticrm.models.backbone import load_tokenizer
 from criticrm.models.sequences import SequenceBuilder, SequenceTooLongError, pad_sequences
+from criticrm.testing.rows import synthetic_rows
 from criticrm.training.data import PairCollator, PairDataset, encode_pairs
-from criticrm.training.fixtures import synthetic_rows
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
 

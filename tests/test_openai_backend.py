@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from criticrm.generation.base import SamplingConfig
-from criticrm.generation.llamacpp_server import free_port, llamacpp_available, llamacpp_server
 from criticrm.generation.openai_compat import GenerationError, OpenAIGenerator, normalize_base_url
 from criticrm.prompts.templates import TemplateSet
+from criticrm.testing.llamacpp import free_port, llamacpp_available, llamacpp_server
 
 pytestmark = pytest.mark.server
 
@@ -88,7 +88,7 @@ def test_greedy_is_repeatable_and_scored(generator, conversations, template):
 
 
 def test_a_server_killed_by_an_illegal_instruction_is_explained(tmp_path):
-    from criticrm.generation.llamacpp_server import _exit_message
+    from criticrm.testing.llamacpp import _exit_message
 
     process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"])
     process.wait()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from criticrm.cli import main
-from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 STAGES = ("critiques", "filter", "refine", "train-critic", "train-standard", "eval-judge-pointwise",

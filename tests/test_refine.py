@@ -15,14 +15,20 @@ from criticrm.pipeline.refine import (
     RefineConfig,
     clean_summary,
     complete_order,
-    load_training_pairs,
     parse_ranking,
     refine_batch,
+    refine_stats,
     run_refine,
     strength_order,
 )
-from criticrm.prompts.refine import copies_example, rank_messages, summarize_messages
+from criticrm.prompts.refine import (
+    SUMMARIZE_EXAMPLE_ANSWER,
+    copies_example,
+    rank_messages,
+    summarize_messages,
+)
 from criticrm.prompts.scores import parse_score
+from criticrm.training.data import load_training_pairs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -171,6 +177,15 @@ def test_summarize_passes_or_falls_back():
     assert row["meta"]["rejected"]["outcome"] == "summarized"
 
 
+def test_a_summary_that_copies_the_worked_example_is_a_counted_fallback():
+    config = RefineConfig(strategy="summarize")
+    copier = ScriptedGenerator(lambda m: SUMMARIZE_EXAMPLE_ANSWER)
+    [row] = refine_batch([decision("p", [9, 7], [2, 3])], copier, config)
+    assert row["meta"]["chosen"]["outcome"] == "summary-copied-example" and texts(row, "chosen") == ["chosen 9"]
+    stats = refine_stats([row], config)
+    assert stats["fallbacks"] == 2 and stats["successes"] == 0 and stats["fallback_rate"] == 1.0
+
+
 def test_summarize_uses_the_probability_score_when_none_is_written():
     config = RefineConfig(strategy="summarize")
     generator = ScriptedGenerator(lambda m: "Good and accurate.", probability=7.6)
@@ -202,7 +217,7 @@ def _decisions(count: int) -> list[FilterDecision]:
 
 def test_resume_after_a_torn_write(tmp_path):
     decisions = _decisions(4)
-    config = RefineConfig(top_k=1, refine_batch_size=1)
+    config = RefineConfig(top_k=1, batch_size=1)
     first = ScriptedGenerator(lambda m: "Ranking: 2, 1, 3")
     run_refine(decisions, first, config, tmp_path, show_progress=False)
     assert len(first.conversations) == 8
@@ -266,16 +281,16 @@ def test_real_model_end_to_end(real_generator, tmp_path):
     stats = run_refine([decision_], real_generator, RefineConfig(top_k=1), tmp_path / "rank", show_progress=False)
     # chosen: listwise (3 critiques, top 1); rejected: pairwise, asked in both orders
     assert stats["model_calls"] == 3 and stats["responses_refined_by_model"] == {"chosen": 1, "rejected": 1}
-    [row] = load_training_pairs(tmp_path / "rank" / "train.jsonl")
+    [row] = load_training_pairs(tmp_path / "rank" / "train.jsonl", "critic")
     assert len(row.chosen_critiques) == 1 and row.chosen_critiques[0].text in critiques["chosen"]
     assert len(row.rejected_critiques) == 1 and row.rejected_critiques[0].text in critiques["rejected"]
     print(json.dumps(stats["outcomes"]))
 
     decision_.chosen, decision_.rejected = decision_.chosen[:2], decision_.rejected[:1]  # one call, one single
-    stats = run_refine([decision_], real_generator, RefineConfig(strategy="summarize", refine_max_new_tokens=32),
+    stats = run_refine([decision_], real_generator, RefineConfig(strategy="summarize", max_new_tokens=32),
                        tmp_path / "summarize", show_progress=False)
     assert stats["model_calls"] == 1 and stats["successes"] + stats["fallbacks"] == 1
-    [row] = load_training_pairs(tmp_path / "summarize" / "train.jsonl")
+    [row] = load_training_pairs(tmp_path / "summarize" / "train.jsonl", "critic")
     for side, critiques_ in (("chosen", row.chosen_critiques), ("rejected", row.rejected_critiques)):
         [critique] = critiques_
         assert parse_score(critique.text) is not None  # every training target ends in a score line

@@ -12,9 +12,9 @@ import pytest
 
 from criticrm.data.readers import DataConfig, DataValidationError, load_pairs
 from criticrm.data.schema import CritiqueRecord, PreferencePair, TrainingPair
-from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 from criticrm.pipeline.filter import FilterConfig, filter_critiques
 from criticrm.pipeline.refine import RefineConfig, run_refine
+from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 from criticrm.training import TrainConfig, train_reward_model
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"

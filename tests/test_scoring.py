@@ -11,13 +11,13 @@ import torch
 
 from criticrm.cli import main
 from criticrm.data.readers import DataConfig, DataValidationError
+from criticrm.data.rewardbench import load_eval_examples
 from criticrm.errors import ConfigError
-from criticrm.evaluation.data import load_eval_examples
 from criticrm.evaluation.reward_model import evaluate_reward_model
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig, bradley_terry
 from criticrm.models.backbone import load_tokenizer
 from criticrm.models.critic_rm import CriticRewardModel
-from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "eval_sections.jsonl"
 ITEMS = [

@@ -26,13 +26,13 @@ import torch
 
 from criticrm.cli import main
 from criticrm.data.readers import render_transcript
-from criticrm.generation.llamacpp_server import free_port
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
 from criticrm.serve.app import create_app
 from criticrm.serve.batcher import DynamicBatcher
 from criticrm.serve.client import RewardClient, RewardServerError
 from criticrm.serve.config import ServerConfig
 from criticrm.serve.runner import make_server, serving_in_thread
+from criticrm.testing.llamacpp import free_port
 
 SCORING = ScoringConfig(max_new_tokens=8)
 ITEM = {"prompt": "p", "response": "r"}
@@ -45,7 +45,7 @@ MAIN = dict(max_batch_size=32, max_wait_ms=50, max_queue=256, max_items_per_requ
 def models(tmp_path_factory) -> dict[str, Path]:
     from criticrm.models.backbone import load_tokenizer
     from criticrm.models.critic_rm import CriticRewardModel
-    from criticrm.models.tiny import make_tiny_backbone
+    from criticrm.testing.tiny import make_tiny_backbone
 
     root = tmp_path_factory.mktemp("serve")
     backbone = make_tiny_backbone(root / "bb")

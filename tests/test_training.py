@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from criticrm.cli import main
 from criticrm.errors import CriticRMError
 from criticrm.models.critic_rm import CriticRewardModel
-from criticrm.models.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.rows import synthetic_rows, write_rows
+from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 from criticrm.training import TrainConfig, train_reward_model
-from criticrm.training.fixtures import synthetic_rows, write_rows
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
 FAST = TrainConfig(max_length=256, batch_size=2, eval_batch_size=8, learning_rate=1e-3, warmup=0.0,
@@ -246,7 +246,7 @@ def test_shipped_train_configs_resolve(name):
 
     path = Path(__file__).parent.parent / "configs" / f"{name}.yaml"
     # what a recipe asks of the machine (a GPU, tensorboard) is set to what every machine has
-    configs = resolve(argparse.Namespace(config=path, device="cpu", report_to="none"), SECTIONS)
+    configs = resolve(argparse.Namespace(config=path, **{"model.device": "cpu", "train.report_to": "none"}), SECTIONS)
     train = configs[TrainConfig]
     assert train.mode == "critic" and 0 < train.learning_rate < 1e-3
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from criticrm.models.critic_rm import CriticRewardModel
-from criticrm.models.tiny import make_tiny_backbone
-from criticrm.training.fixtures import synthetic_rows, write_rows
+from criticrm.testing.rows import synthetic_rows, write_rows
+from criticrm.testing.tiny import make_tiny_backbone
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from criticrm.models.sequences import EncodedSequence
+from criticrm.testing.rows import synthetic_rows, write_rows
 from criticrm.training.data import (
     LengthGroupedSampler,
     PairCollator,
@@ -20,7 +21,6 @@ from criticrm.training.data import (
     load_training_pairs,
     split_by_prompt,
 )
-from criticrm.training.fixtures import synthetic_rows, write_rows
 from criticrm.training.losses import bradley_terry_losses, critique_loss_sum, reward_loss_sums
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"

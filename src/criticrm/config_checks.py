@@ -4,10 +4,11 @@ A field states its bounds in its metadata, next to its help text:
 
     temperature: float = field(default=0.8, metadata={"help": "...", "min": 0})
 
-`check_fields(config)`, called by every config's `__post_init__`, enforces them, so a value is refused
-where it is declared — from a flag, a YAML file or Python — before any data is read or model loaded,
-with a message that names the field. Keys: "min"/"max" (inclusive), "above"/"below" (exclusive),
-"choices". Every number must also be finite: NaN passes no comparison and infinity passes some, and
+`check_fields(config)`, called by every config's `__post_init__` (through `criticrm.config.Config`),
+enforces them, so a value is refused where it is declared — from a flag, a YAML file or Python — before
+any data is read or model loaded, with a message that names the field. Keys: "min"/"max" (inclusive),
+"above"/"below" (exclusive); the values a text field may take are its `Literal` type's (checked by
+`Config` too). Every number must also be finite: NaN passes no comparison and infinity passes some, and
 both arrive from flags (`--temperature nan`) and YAML (`.inf`).
 
 Output locations are checked here too (`check_output`), because an unwritable folder is otherwise
@@ -42,9 +43,6 @@ def check_fields(config: Any) -> None:
         if isinstance(value, int | float) and not all(test(value, bound) for test, _, bound in bounds):
             wanted = " and ".join(f"{symbol} {bound}" for _, symbol, bound in bounds)
             raise ConfigError(f"{item.name} must be {wanted}, got {value}")
-        choices = item.metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise ConfigError(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_output(path: str | Path, kind: str = "folder") -> Path:

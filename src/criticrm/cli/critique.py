@@ -1,16 +1,17 @@
-"""`criticrm critique`: stage 1a on its own — sample critiques of every response of a data file."""
+"""`criticrm critique`: stage 1a on its own — sample N critiques of every response of a data file."""
 
 from __future__ import annotations
 
-from criticrm.cli.common import generator_for, read_pairs
-from criticrm.cli.options import Section, add_options, resolve
+from criticrm import rundir
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section
 from criticrm.config_checks import output_folder
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError
 from criticrm.generation.base import SamplingConfig
 from criticrm.models.backbone import ModelConfig
-from criticrm.pipeline.critique import CritiqueConfig, format_summary, run_critique
-from criticrm.prompts.templates import TemplateSet
+from criticrm.pipeline.critique import CritiqueConfig, format_summary
+from criticrm.pipeline.stages import LazyGenerator, critique_stage, read_pairs
 
 SECTIONS = [Section("data", (DataConfig,)), Section("model", (ModelConfig,)),
             Section("critique", (CritiqueConfig, SamplingConfig))]
@@ -29,10 +30,10 @@ def handle(args) -> int:
     data, model = configs[DataConfig], configs[ModelConfig]
     if not data.data:
         raise ConfigError("no input data: pass --data FILE (or set data.data in --config)")
-    pairs = read_pairs(data, model).pairs
     critique, sampling = configs[CritiqueConfig], configs[SamplingConfig]
-    summary = run_critique(pairs, generator_for(critique, model), TemplateSet(critique.template), critique, sampling,
-                           args.out)
+    summary = critique_stage(read_pairs(data, model).pairs, critique, sampling, LazyGenerator.of(critique, model),
+                             args.out)
     print(format_summary(summary))
-    print(f"records: {args.out / 'critiques.jsonl'} (and .parquet); summary: {args.out / 'summary.json'}")
+    print(f"records: {args.out / rundir.RECORDS_FILE} (and .parquet); "
+          f"summary: {args.out / rundir.CRITIQUE_SUMMARY_FILE}")
     return 0

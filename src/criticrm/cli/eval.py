@@ -4,19 +4,22 @@
   criticrm eval --data FILE --out DIR --judge pointwise|pairwise [--model BASE_MODEL]
   criticrm eval --compare A/report.json B/report.json ... [--out DIR]
 
-With --judge, --model names the base LM that judges (default: the embedded backbone) and the
-judge's sampling options carry the `--judge-` prefix where a scoring option has the same name.
+With --judge, --model names the base LM that judges (default: the embedded backbone); the judge's own
+options are those of section `judge` (`--judge.num-critiques`, `--judge.temperature`, ...), the
+trained model's those of section `scoring` (`--scoring.num-critiques`, ...).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from criticrm.cli.options import Section, add_options, resolve
+from criticrm import rundir
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section
 from criticrm.config_checks import output_folder
 from criticrm.data.readers import DataConfig
+from criticrm.data.rewardbench import load_eval_examples
 from criticrm.errors import ConfigError
-from criticrm.evaluation.data import load_eval_examples
 from criticrm.evaluation.run import EvalConfig, run_evaluation
 from criticrm.generation.base import SamplingConfig
 from criticrm.inference.scorer import ScoringConfig
@@ -52,6 +55,6 @@ def handle(args) -> int:
     examples = load_eval_examples(data)
     summary = run_evaluation(examples, configs[EvalConfig], configs[ModelConfig], configs[ScoringConfig],
                              configs[CritiqueConfig], configs[SamplingConfig], args.out, data_name=data.data)
-    print(compare_reports([args.out / "report.json"], None))
-    print(f"overall {summary['overall']:.3f} on {len(examples)} examples; report: {args.out / 'report.md'}")
+    print(compare_reports([args.out / rundir.REPORT_JSON], None))
+    print(f"overall {summary['overall']:.3f} on {len(examples)} examples; report: {args.out / rundir.REPORT_FILE}")
     return 0

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from criticrm.cli.options import Section, add_options, resolve
+from criticrm import rundir
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section
 from criticrm.config_checks import output_folder
-from criticrm.evaluation.report import write_data_report
-from criticrm.pipeline.filter import FilterConfig, format_filter_stats, load_critique_dir, run_filter
+from criticrm.pipeline.filter import FilterConfig, format_filter_stats
+from criticrm.pipeline.stages import filter_stage, stage_report
 
 SECTIONS = [Section("filter", (FilterConfig,))]
-SOURCE_FILE = "source.json"  # where the critiques came from (the report of a later stage reads them)
 
 
 def register(subparsers) -> None:
@@ -24,11 +24,8 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    config = resolve(args, SECTIONS)[FilterConfig]
-    pairs, records, summary = load_critique_dir(args.critiques)
-    _, stats = run_filter(pairs, records, config, args.out)
-    (args.out / SOURCE_FILE).write_text(json.dumps({"critiques": str(args.critiques.resolve())}, indent=2))
-    report = write_data_report(args.out, summary, stats, None, records)
+    stats = filter_stage(args.critiques, resolve(args, SECTIONS)[FilterConfig], args.out)
+    report = stage_report(args.out, args.out)
     print(format_filter_stats(stats))
-    print(f"filtered pairs: {args.out / 'filtered.jsonl'}; report: {report}")
+    print(f"filtered pairs: {args.out / rundir.FILTERED_FILE}; report: {report}")
     return 0

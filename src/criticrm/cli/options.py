@@ -1,166 +1,136 @@
-"""Typed dataclass configs <-> command-line flags <-> YAML files.
+"""Command-line flags for the typed configs: one naming rule, the YAML file, and last release's spellings.
 
-Every config is a dataclass whose fields carry their help text in `metadata["help"]`. A command
-declares which dataclasses it reads and from which YAML section; this module turns the fields into
-flags (`--max-new-tokens`, `--skip-invalid/--no-skip-invalid`), and resolves each value by
-precedence: the dataclass default, then the YAML file (`--config`), then an explicit flag.
+A command declares the YAML sections it reads (`criticrm.config.Section`: a name and the config
+classes reading it). Every option of a section gets the flag `--<section>.<field>` (`--train.batch-size`,
+underscores written as hyphens), the same in every command that reads that section; where no other
+option of the command has that field name, the short `--<field>` works too (`criticrm train
+--batch-size`). A bool option also has its negation: `--train.no-lora`, `--no-lora`. The help shows a
+field's choices (its `Literal` type); every value is checked when its config is built, the one place.
+
+A value is resolved by precedence: the dataclass default, then the YAML file (`--config`), then a flag.
+
+The spellings of the last release that this rule changed (`--train-batch-size`, `--refine-max-new-tokens`,
+a short flag that is no longer unique, like `criticrm pipeline --data`) keep working for one release,
+with the same meaning as before and a note on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import difflib
-import types
-import typing
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
+from criticrm.config import Field, Section, build_sections, fields_of, load_yaml, warn
+from criticrm.inference.scorer import ScoringConfig
 
-from criticrm.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class Section:
-    """A YAML section name and the config dataclasses that read their keys from it.
-
-    `also_accepts`: dataclasses whose keys the section may also hold for another command reading the
-    same file (a pipeline config drives every stage command); they are accepted and not read.
-    """
-
-    name: str
-    classes: tuple[type, ...]
-    also_accepts: tuple[type, ...] = ()
-
-    def __post_init__(self):
-        SECTION_NAMES.add(self.name)
+# Options that last release's classes did not have: no old spelling can name them.
+_ADDED_SINCE_LAST_RELEASE = {ScoringConfig: {"tokenizer", "timeout", "max_retries"}}
 
 
-# Every section some command reads (the command modules declare theirs when imported): a config file
-# may hold sections of other commands (one pipeline file drives every stage), but not a misspelt one.
-SECTION_NAMES: set[str] = set()
+def flag(section: str | None, name: str) -> str:
+    """`--train.batch-size` (or the short `--batch-size` without a section)."""
+    return "--" + (f"{section}." if section else "") + name.replace("_", "-")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _negation(option: str) -> str:
+    """`--train.lora` -> `--train.no-lora`; `--lora` -> `--no-lora`."""
+    head, dot, name = option[2:].rpartition(".")
+    return f"--{head}{dot}no-{name}"
 
 
-def _base_type(annotation: Any) -> type:
-    """`int | None` -> int; `str` -> str. Annotations are strings under `from __future__ import annotations`."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"typing": typing}, {})  # noqa: S307 - our own annotations only
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
+class _Switch(argparse.Action):
+    """A bool option: its flags set it, their `no-` forms clear it."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs):
+        self.negations = [_negation(option) for option in option_strings]
+        super().__init__([*option_strings, *self.negations], dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string not in self.negations)
 
 
-def _destinations(sections: list[Section]) -> dict[tuple[str, str], str]:
-    """The argparse destination of every (section, field): the field name, or, when an earlier section
-    already has a field of that name, `section.field` (its flag is then `--section-field`)."""
-    seen: set[str] = set()
-    destinations = {}
-    for section in sections:
-        for cls in section.classes:
-            for field in dataclasses.fields(cls):
-                name = field.name if field.name not in seen else f"{section.name}.{field.name}"
-                seen.add(field.name)
-                destinations[(section.name, field.name)] = name
-    return destinations
+class _Deprecated(argparse.Action):
+    """Last release's spelling of an option: sets it as before, with a note naming the new flag."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn(f"{option_string} is now {self.replacement}; the old spelling works for one more release")
+        setattr(namespace, self.dest, values)
+
+
+def _metavar(item: Field) -> str:
+    """`{critic,standard}` for a field with choices (checked with the config, like every value), else `BATCH_SIZE`."""
+    return "{" + ",".join(map(str, item.choices)) + "}" if item.choices else item.name.upper()
+
+
+def _help(item: Field) -> str:
+    return f"{item.help} (default: {item.default})" if item.default is not None else item.help
 
 
 def add_options(parser: argparse.ArgumentParser, sections: list[Section]) -> None:
-    """Add one flag per dataclass field (defaults are suppressed so explicit flags can be told apart)."""
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+    """One flag per option of every section (defaults suppressed, so explicit flags can be told apart).
+
+    Call it after adding the command's own arguments: the usage line lists those, then the sections.
+    """
+    own_usage = parser.format_usage().removeprefix("usage: ").strip()
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
                         help="YAML file with any of these options (flags given here override it)")
-    destinations = _destinations(sections)
+    counts = Counter(item.name for section in sections for item in section.fields())
     for section in sections:
         group = parser.add_argument_group(f"{section.name} options (YAML section '{section.name}')")
+        for item in section.fields():
+            options = [flag(section.name, item.name)]
+            short = flag(None, item.name)
+            if counts[item.name] == 1 and short not in parser._option_string_actions:
+                options.append(short)
+            dest = f"{section.name}.{item.name}"
+            if item.kind is bool:
+                group.add_argument(*options, dest=dest, action=_Switch, default=argparse.SUPPRESS, help=_help(item))
+            else:
+                group.add_argument(*options, dest=dest, type=item.kind, default=argparse.SUPPRESS,
+                                   help=_help(item), metavar=_metavar(item))
+    _add_last_release_spellings(parser, sections)
+    parser.usage = f"{own_usage} [--config FILE] [--SECTION.OPTION VALUE ...]"
+
+
+def _add_last_release_spellings(parser: argparse.ArgumentParser, sections: list[Section]) -> None:
+    """The flags last release's rule gave this command, where this release spells them otherwise.
+
+    That rule named an option `--<field>` for the first section with that field name and
+    `--<section>-<field>` for the others, after the field names of the time.
+    """
+    seen: set[str] = set()
+    for section in sections:
+        old_names = {new: old for old, new in section.renamed().items()}
         for cls in section.classes:
-            for field in dataclasses.fields(cls):
-                dest = destinations[(section.name, field.name)]
-                kind = _base_type(field.type)
-                help_text = field.metadata.get("help", "")
-                default = field.default if field.default is not dataclasses.MISSING else None
-                help_text = f"{help_text} (default: {default})" if default is not None else help_text
-                if kind is bool:
-                    group.add_argument(_flag(dest.replace(".", "_")), dest=dest, action=argparse.BooleanOptionalAction,
-                                       default=argparse.SUPPRESS, help=help_text)
-                else:
-                    group.add_argument(_flag(dest.replace(".", "_")), dest=dest, type=kind, default=argparse.SUPPRESS,
-                                       help=help_text, metavar=field.name.upper())
+            added = _ADDED_SINCE_LAST_RELEASE.get(cls, set())
+            for item in fields_of(cls):
+                if item.name in added:
+                    continue
+                old = old_names.get(item.name, item.name)
+                spelling = flag(None, old if old not in seen else f"{section.name}-{old}")
+                seen.add(old)
+                _add_deprecated(parser, spelling, section, item)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
-    except OSError as error:
-        raise ConfigError(f"config file {path}: cannot read it ({error.strerror or error})") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
-                          f"offset {error.start})") from None
-    except (yaml.YAMLError, RecursionError) as error:
-        raise ConfigError(f"{path}: invalid YAML ({error})") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(document).__name__}")
-    unknown = sorted(str(name) for name in document if name not in SECTION_NAMES)
-    if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r}{did_you_mean(unknown[0], SECTION_NAMES)}; "
-                          f"sections: {', '.join(sorted(SECTION_NAMES))}")
-    return document
-
-
-def did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _add_deprecated(parser: argparse.ArgumentParser, spelling: str, section: Section, item: Field) -> None:
+    # Every bool option kept its spelling (none shares its name with another option of a command).
+    if spelling in parser._option_string_actions or item.kind is bool:
+        return  # still a flag of this command
+    parser.add_argument(spelling, dest=f"{section.name}.{item.name}", action=_Deprecated,
+                        replacement=flag(section.name, item.name), type=item.kind, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
 
 
 def resolve(args: argparse.Namespace, sections: list[Section]) -> dict[type, Any]:
-    """Build every config dataclass of `sections` from defaults, the YAML file and the flags."""
-    document = load_yaml(args.config) if getattr(args, "config", None) else {}
-    source = str(getattr(args, "config", "the config"))
-    explicit = vars(args)
-    destinations = _destinations(sections)
-    built: dict[type, Any] = {}
-    for section in sections:
-        values = document.get(section.name) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section '{section.name}' must be a mapping")
-        known = {f.name for cls in section.classes + section.also_accepts for f in dataclasses.fields(cls)}
-        unknown = sorted(map(str, set(values) - known))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) in section '{section.name}': {', '.join(unknown)}"
-                              f"{did_you_mean(unknown[0], known)}; known: {', '.join(sorted(known))}")
-        for cls in section.classes:
-            kwargs = {}
-            for field in dataclasses.fields(cls):
-                dest = destinations[(section.name, field.name)]
-                if dest in explicit:
-                    kwargs[field.name] = explicit[dest]
-                elif field.name in values:
-                    kwargs[field.name] = _check_type(values[field.name], field, section.name, source)
-            try:
-                built[cls] = cls(**kwargs)
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"invalid {section.name} options: {error}") from None
-    return built
-
-
-def _check_type(value: Any, field: dataclasses.Field, section: str, source: str) -> Any:
-    if value is None:
-        return None
-    kind = _base_type(field.type)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: '{section}.{field.name}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def as_yaml_sections(configs: dict[str, Any]) -> str:
-    """Dump resolved configs ({section: dataclass or list of them}) as YAML, for the run record."""
-    document: dict[str, dict[str, Any]] = {}
-    for name, objects in configs.items():
-        for obj in objects if isinstance(objects, list | tuple) else [objects]:
-            document.setdefault(name, {}).update(dataclasses.asdict(obj))
-    return yaml.safe_dump(document, sort_keys=False)
+    """Build every config class of `sections` from defaults, the YAML file and the flags."""
+    config = getattr(args, "config", None)
+    document = load_yaml(config) if config else {}
+    known = {f"{section.name}.{item.name}": (section.name, item.name) for section in sections
+             for item in section.fields()}
+    overrides = {known[dest]: value for dest, value in vars(args).items() if dest in known}
+    return build_sections(document, sections, str(config or "the config"), overrides)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from criticrm.cli.common import generator_for
-from criticrm.cli.filter import SOURCE_FILE
-from criticrm.cli.options import Section, add_options, resolve
+from criticrm import rundir
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section
 from criticrm.config_checks import output_folder
-from criticrm.evaluation.report import report_from_dirs
 from criticrm.generation.base import SamplingConfig
 from criticrm.models.backbone import ModelConfig
 from criticrm.pipeline.critique import CritiqueConfig
-from criticrm.pipeline.filter import read_filtered
-from criticrm.pipeline.refine import RefineConfig, format_refine_stats, run_refine
+from criticrm.pipeline.refine import RefineConfig, format_refine_stats
+from criticrm.pipeline.stages import LazyGenerator, refine_stage, stage_report
 
-# The backend options (--backend, --base-url, --batch-size, ...) are the critique section's, so one
-# YAML file drives both stages; the critique-only ones (--template, --few-shot, --score) are unused here,
-# and the critique stage's sampling keys are accepted in that section but not read (refine samples
-# with its own settings).
+# The generator options (backend, base_url, batch_size, ...) are the critique section's, so one YAML file
+# drives both stages; the critique-only ones (template, few_shot, score) are unused here, and the
+# critique stage's sampling keys are accepted in that section but not read (refine samples with its own
+# settings).
 SECTIONS = [Section("model", (ModelConfig,)), Section("critique", (CritiqueConfig,), also_accepts=(SamplingConfig,)),
             Section("refine", (RefineConfig,))]
 
@@ -36,18 +34,9 @@ def register(subparsers) -> None:
 
 def handle(args) -> int:
     configs = resolve(args, SECTIONS)
-    model, critique, refine = configs[ModelConfig], configs[CritiqueConfig], configs[RefineConfig]
-    decisions = read_filtered(args.in_dir)
-    needs_model = refine.strategy != "none" and any(d.supervised for d in decisions)
-    generator = generator_for(critique, model) if needs_model else None
-    stats = run_refine(decisions, generator, refine, args.out)
+    generator = LazyGenerator.of(configs[CritiqueConfig], configs[ModelConfig])
+    stats = refine_stage(args.in_dir, configs[RefineConfig], generator, args.out)
     print(format_refine_stats(stats))
-    report = report_from_dirs(args.out, _critiques_dir(args.in_dir), args.in_dir, args.out)
-    print(f"training data: {args.out / 'train.jsonl'} (and .parquet); report: {report}")
+    report = stage_report(args.out, args.in_dir, args.out)
+    print(f"training data: {args.out / rundir.TRAIN_FILE} (and .parquet); report: {report}")
     return 0
-
-
-def _critiques_dir(filter_dir: Path) -> Path | None:
-    """The critique folder a filter folder was made from (recorded by `criticrm filter`), if known."""
-    source = filter_dir / SOURCE_FILE
-    return Path(json.loads(source.read_text())["critiques"]) if source.is_file() else None

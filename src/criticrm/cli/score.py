@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from criticrm.cli.options import Section, add_options, resolve
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section
 from criticrm.config_checks import output_file
 from criticrm.data.readers import DataConfig
 from criticrm.errors import ConfigError

@@ -17,7 +17,8 @@ import os
 import signal
 import sys
 
-from criticrm.cli.options import Section, add_options, resolve
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section
 from criticrm.errors import ConfigError
 from criticrm.inference.scorer import RewardScorer, ScoringConfig
 from criticrm.models.backbone import ModelConfig

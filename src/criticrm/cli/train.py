@@ -8,14 +8,15 @@ Re-running the same command resumes from the newest checkpoint in --out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
-from criticrm.cli.options import Section, add_options, as_yaml_sections, resolve
+from criticrm import rundir
+from criticrm.cli.options import add_options, resolve
+from criticrm.config import Section, as_yaml_sections
 from criticrm.config_checks import output_folder
 from criticrm.models.backbone import ModelConfig
-from criticrm.training.config import TrainConfig
+from criticrm.training.config import TrainConfig, effective_train_config
 
 SECTIONS = [Section("model", (ModelConfig,)), Section("train", (TrainConfig,))]
 
@@ -40,11 +41,11 @@ def handle(args) -> int:
     main_process = os.environ.get("RANK", "0") == "0"
     if main_process:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "config.yaml").write_text(as_yaml_sections({"model": model, "train": train}))
+        (args.out / rundir.CONFIG_FILE).write_text(as_yaml_sections({"model": model, "train": train}))
     summary = train_reward_model(train, args.data, args.out, model_name=model.model, use_cpu=model.device == "cpu")
     if main_process:
         print(format_summary(summary))
-        print(f"summary: {args.out / 'train_summary.json'}; step log: {args.out / 'log.jsonl'}")
+        print(f"summary: {args.out / rundir.TRAIN_SUMMARY_FILE}; step log: {args.out / rundir.TRAIN_LOG_FILE}")
     _leave_process_group()
     return 0
 
@@ -62,14 +63,6 @@ def _leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def effective_train_config(train: TrainConfig, model: ModelConfig) -> TrainConfig:
-    """`model.dtype` doubles as the training precision when `train.precision` is left at auto."""
-    if train.precision == "auto" and model.dtype != "auto":
-        return dataclasses.replace(train, precision={"bfloat16": "bf16", "float16": "fp16",
-                                                     "float32": "fp32"}.get(model.dtype, model.dtype))
-    return train
 
 
 class _RawDescription(argparse.RawDescriptionHelpFormatter):

@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from criticrm.config_checks import check_fields
+from criticrm.config import Config
 from criticrm.data.schema import PreferencePair, content_id
 from criticrm.data.text import find_invalid_text, is_blank
 from criticrm.errors import CriticRMError
@@ -33,7 +33,7 @@ MessageRenderer = Callable[[Messages], str]
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Config):
     """Where the preference pairs are and how their columns are named."""
 
     data: str | None = field(default=None, metadata={"help": "JSONL/JSON/CSV/Parquet file, save_to_disk folder, or hub dataset name"})
@@ -52,14 +52,10 @@ class DataConfig:
         "help": "read only the first N valid pairs of each subset: a stratified sample that covers every subset",
         "min": 1})
     skip_invalid: bool = field(default=False, metadata={"help": "skip invalid rows (and report how many) instead of stopping"})
-    chat_format: str = field(
+    chat_format: Literal["transcript", "template"] = field(
         default="transcript",
-        metadata={"help": "how conversational prompts become text: transcript (User:/Assistant: lines) or template (the model's chat template)",
-                  "choices": ("transcript", "template")},
+        metadata={"help": "how conversational prompts become text: transcript (User:/Assistant: lines) or template (the model's chat template)"},
     )
-
-    def __post_init__(self):
-        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -86,12 +82,12 @@ class DataValidationError(CriticRMError):
         more = len(self.problems) - MAX_LISTED_PROBLEMS
         tail = f"\n  ... and {more} more" if more > 0 else ""
         return (f"{self.source}: {len(self.problems)} problem(s) among {rows_seen} row(s) read:\n{listed}{tail}\n"
-                "Fix them, or pass --skip-invalid to skip invalid rows (their count is reported).")
+                "Fix them, or set skip_invalid to skip invalid rows (their count is reported).")
 
 
 class UnreadableDataError(DataValidationError):
     """The input as a whole cannot be read (missing, unreadable, not UTF-8, corrupt): no row can be kept,
-    so --skip-invalid does not apply and the message is the one problem."""
+    so skip_invalid does not apply and the message is the one problem."""
 
     def __init__(self, source: str | Path, message: str, location: str | None = None, field: str | None = None):
         super().__init__(str(source), [Problem(location or str(source), field, message)], 0)
@@ -123,7 +119,7 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict[str
     Whatever the format, column names lose a leading UTF-8 BOM and a row holding text that is not valid
     Unicode (an invalid UTF-8 byte, a lone surrogate) is a Problem naming its field. A file that cannot
     be read at all (missing, unreadable, not UTF-8 text, a corrupt Parquet file or dataset folder)
-    raises DataValidationError: no row of it can be trusted, whatever --skip-invalid says.
+    raises DataValidationError: no row of it can be trusted, whatever skip_invalid says.
     """
     rows = 0
     try:
@@ -532,7 +528,7 @@ def load_records(config: DataConfig, normalise: Callable[[dict[str, Any], str], 
     Duplicate ids are problems too. Raises DataValidationError unless `config.skip_invalid` is set.
     """
     if not config.data:
-        raise DataValidationError("<none>", [Problem("configuration", "data", "no input data given (use --data FILE)")], 0)
+        raise DataValidationError("<none>", [Problem("configuration", "data", "no input data given (set data.data to a file)")], 0)
     records: list = []
     problems: list[Problem] = []
     invalid_rows = 0

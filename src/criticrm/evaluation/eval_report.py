@@ -15,12 +15,13 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
+from criticrm import rundir
 from criticrm.data.jsonl import write_jsonl
 from criticrm.errors import CriticRMError
 from criticrm.evaluation.metrics import CALIBRATION_BINS, ExampleResult, credit, summarize
 from criticrm.evaluation.paired import PairedDifference, paired_bootstrap
-from criticrm.evaluation.plots import grouped_bars, pyplot
 from criticrm.formatting import percent
+from criticrm.plots import grouped_bars, pyplot
 
 REPORT_KIND = "criticrm-eval-report"
 FORMAT_VERSION = 1
@@ -41,15 +42,15 @@ def write_eval_report(name: str, results: list[ExampleResult], out_dir: Path, me
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(results)
-    write_jsonl(out_dir / "examples.jsonl", (_json_safe(_example_row(r)) for r in results))
+    write_jsonl(out_dir / rundir.EXAMPLES_FILE, (_json_safe(_example_row(r)) for r in results))
     plots = {"sections": _plot_sections(summary, out_dir / "sections.png"),
              "calibration": _plot_calibration(summary["calibration"], out_dir / "calibration.png"),
              "m_scaling": _plot_m_scaling(summary["m_scaling"], out_dir / "m_scaling.png")}
     report = {"kind": REPORT_KIND, "format_version": FORMAT_VERSION, "name": name,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "meta": meta, "summary": summary}
     report = _json_safe(report)
-    (out_dir / "report.md").write_text(_markdown(report, plots), encoding="utf-8")
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str, ensure_ascii=False),
+    (out_dir / rundir.REPORT_FILE).write_text(_markdown(report, plots), encoding="utf-8")
+    (out_dir / rundir.REPORT_JSON).write_text(json.dumps(report, indent=2, default=str, ensure_ascii=False),
                                          encoding="utf-8")
     return summary
 
@@ -57,7 +58,7 @@ def write_eval_report(name: str, results: list[ExampleResult], out_dir: Path, me
 def report_path(path: Path) -> Path:
     """`path` itself, or the `report.json` inside it when it is a folder."""
     path = Path(path)
-    return path / "report.json" if path.is_dir() else path
+    return path / rundir.REPORT_JSON if path.is_dir() else path
 
 
 def load_report(path: Path) -> dict:
@@ -81,7 +82,7 @@ def load_examples(path: Path) -> list[ExampleResult] | None:
     Everything `summarize` reads comes back (scores, lengths, probability, per-critique samples) with
     the details, so a stored run can be re-summarized or re-read (`judges.revote_pairwise`).
     """
-    rows_file = report_path(path).parent / "examples.jsonl"
+    rows_file = report_path(path).parent / rundir.EXAMPLES_FILE
     if not rows_file.is_file():
         return None
 
@@ -150,7 +151,7 @@ def compare_reports(paths: list[Path], out: Path | None = None) -> str:
         text = "# Evaluation comparison\n\n" + table
         if _plot_compare(columns, sections, summaries, out / "sections_compare.png"):
             text += "\n![section scores per model](sections_compare.png)\n"
-        (out / "compare.md").write_text(text, encoding="utf-8")
+        (out / rundir.COMPARE_FILE).write_text(text, encoding="utf-8")
     return table
 
 

@@ -22,8 +22,7 @@ from tqdm import tqdm
 from criticrm.data.schema import SIDES, PreferencePair
 from criticrm.evaluation.metrics import ExampleResult
 from criticrm.formatting import rate
-from criticrm.generation.base import Generator, SamplingConfig
-from criticrm.pipeline.critique import SCORE_CHOICES, choose_score, generate_grouped
+from criticrm.generation.base import Generator, SamplingConfig, generate_grouped
 from criticrm.prompts.pairwise import (
     POSITIONS,
     PairwiseTemplate,
@@ -31,10 +30,10 @@ from criticrm.prompts.pairwise import (
     parse_verdict,
     strip_verdict,
 )
-from criticrm.prompts.scores import parse_score
+from criticrm.prompts.scores import SCORE_POLICIES, choose_score, parse_score
 from criticrm.prompts.templates import TemplateSet
 
-VERDICT_SOURCES = SCORE_CHOICES  # parsed-or-probability, parsed, probability: as for critique scores
+VERDICT_SOURCES = SCORE_POLICIES  # parsed-or-probability, parsed, probability: as for critique scores
 ORDERS = ("chosen_as_a", "chosen_as_b")  # details keys; first the chosen response is shown as A, then as B
 ABSTAIN = 0.5  # the vote of an order in which no verdict could be read
 
@@ -48,9 +47,9 @@ def judge_pointwise(pairs: list[PreferencePair], generator: Generator, templates
     with none readable scores NaN, which the metrics count as invalid. `chosen_samples` keep every
     critique's score in sampling order (NaN where unreadable) for the accuracy-against-m curve.
     """
-    if score_source not in SCORE_CHOICES:
-        raise ValueError(f"score_source must be one of {', '.join(SCORE_CHOICES)}, got {score_source!r}")
-    items = []  # (pair, side, template, conversation): the shape the critique stage generates from
+    if score_source not in SCORE_POLICIES:
+        raise ValueError(f"score_source must be one of {', '.join(SCORE_POLICIES)}, got {score_source!r}")
+    items = []  # (pair, side, template, conversation)
     for pair in pairs:
         template = templates.for_pair(pair.domain, pair.subset)
         items.extend((pair, side, template, template.messages(pair.prompt, pair.response(side)))
@@ -59,7 +58,9 @@ def judge_pointwise(pairs: list[PreferencePair], generator: Generator, templates
     items.sort(key=lambda item: (item[2].name, -sum(len(m["content"]) for m in item[3])))
     critiques: dict[tuple[str, str], list[dict]] = {}
     for chunk, completions in _generate(items, sampling, batch_size, progress, "pointwise judge",
-                                        lambda chunk: generate_grouped(generator, chunk, sampling)):
+                                        lambda chunk: generate_grouped(generator, [item[3] for item in chunk],
+                                                                       [item[2].score_prefix for item in chunk],
+                                                                       sampling)):
         for (pair, side, _, _), samples in zip(chunk, completions, strict=True):
             rows = []
             for completion in samples:
@@ -150,7 +151,7 @@ def revote_pairwise(results: Sequence[ExampleResult], verdict_source: str) -> li
         samples = {order: [(row["text"], row["choice_probabilities"]) for row in result.details[order]["samples"]]
                    for order in ORDERS}
         if verdict_source != "parsed" and any(p is None for rows in samples.values() for _, p in rows):
-            raise ValueError(f"example {result.id}: judged with --score parsed, so it kept no verdict "
+            raise ValueError(f"example {result.id}: judged with score policy parsed, so it kept no verdict "
                              f"probabilities to re-read under {verdict_source!r}")
         orders = {order: judge_order(order, rows, verdict_source) for order, rows in samples.items()}
         revoted.append(_pairwise_result(orders, id=result.id, subset=result.subset, section=result.section,

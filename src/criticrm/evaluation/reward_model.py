@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from criticrm.evaluation.data import EvalExample
+from criticrm.data.rewardbench import EvalExample
 from criticrm.evaluation.metrics import ExampleResult
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoreResult, bradley_terry
 

@@ -9,26 +9,28 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
-from criticrm.config_checks import check_fields
+from criticrm import rundir
+from criticrm.config import Config, flat_dict
+from criticrm.data.rewardbench import EvalExample
 from criticrm.errors import ConfigError
-from criticrm.evaluation.data import EvalExample
 from criticrm.evaluation.metrics import ExampleResult
 from criticrm.generation.base import SamplingConfig
 from criticrm.inference.scorer import ScoringConfig
 from criticrm.models.backbone import ModelConfig, display_name
 from criticrm.pipeline.critique import CritiqueConfig
 
-JUDGES = ("pointwise", "pairwise")
+JudgeKind = Literal["pointwise", "pairwise"]
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Config):
     """What is evaluated and how it is reported."""
 
-    judge: str | None = field(default=None, metadata={
+    judge: JudgeKind | None = field(default=None, metadata={
         "help": "evaluate the base model as an LLM judge instead of a trained reward model: pointwise or pairwise"})
     name: str | None = field(default=None, metadata={"help": "name of this model in reports (default: from the model)"})
     samples: int = field(default=0, metadata={
@@ -36,36 +38,7 @@ class EvalConfig:
         "min": 0})
 
     def __post_init__(self):
-        if self.judge is not None and self.judge not in JUDGES:
-            raise ValueError(f"judge must be pointwise or pairwise, got {self.judge!r}")
-        check_fields(self)
-
-
-@dataclass
-class PipelineEvalConfig:
-    """The evaluation that ends `criticrm pipeline`: judges, standard RM and Critic-RM on one file."""
-
-    data: str | None = field(default=None, metadata={
-        "help": "evaluation file (RewardBench format: prompt/chosen/rejected/subset[/section]); none: no evaluation"})
-    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples", "min": 1})
-    per_subset: int | None = field(default=None, metadata={
-        "help": "evaluate only the first N examples of each subset (a stratified sample)", "min": 1})
-    judges: str = field(default="pointwise,pairwise", metadata={
-        "help": "comma-separated judge baselines of the base model to evaluate too (pointwise, pairwise; empty: none)"})
-    num_critiques: int = field(default=1, metadata={"help": "critiques per response (m) for the Critic-RM", "min": 1})
-    judge_num_critiques: int = field(default=1, metadata={"help": "samples per response for the pointwise judge",
-                                                          "min": 1})
-
-    def __post_init__(self):
-        check_fields(self)
-        self.judge_kinds()
-
-    def judge_kinds(self) -> list[str]:
-        kinds = [kind.strip() for kind in self.judges.split(",") if kind.strip()]
-        unknown = [kind for kind in kinds if kind not in JUDGES]
-        if unknown:
-            raise ConfigError(f"evaluation.judges: unknown judge {unknown[0]!r}; expected pointwise and/or pairwise")
-        return kinds
+        super().__post_init__()
 
 
 def default_name(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig) -> str:
@@ -89,7 +62,6 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
     judge model (the pipeline does).
     """
     from criticrm.evaluation.eval_report import write_eval_report
-    from criticrm.pipeline.runner import check_stage_settings
 
     out_dir = Path(out_dir)
     name = default_name(config, model, scoring)
@@ -98,8 +70,7 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
         raise ConfigError(f"the {config.judge} judge compares one chosen with one rejected response; "
                           f"{len(not_pairs)} example(s) have lists (first: {not_pairs[0]!r}); "
                           "evaluate best-of-N data with a trained reward model")
-    check_stage_settings(out_dir, _result_settings(config, model, scoring, critique, sampling),
-                         "evaluation results")
+    rundir.guard(out_dir, _result_settings(config, model, scoring, critique, sampling), "evaluation results")
     progress = EvalProgress(out_dir)
     todo = [example for example in examples if example.id not in progress.results]
     if len(todo) < len(examples):
@@ -135,7 +106,7 @@ class EvalProgress:
     def __init__(self, out_dir: Path):
         from criticrm.data.jsonl import read_jsonl_repairing
 
-        self.path = out_dir / "progress.jsonl"
+        self.path = out_dir / rundir.PROGRESS_FILE
         self.results: dict[str, ExampleResult] = {}
         self.seconds = 0.0
         for row in read_jsonl_repairing(self.path):
@@ -163,7 +134,7 @@ def _result_settings(config: EvalConfig, model: ModelConfig, scoring: ScoringCon
 
 
 def _public(prefix: str, config) -> dict:
-    return {f"{prefix}.{key}": value for key, value in asdict(config).items() if key != "api_key"}
+    return {f"{prefix}.{key}": value for key, value in flat_dict(config).items() if key != "api_key"}
 
 
 def _weights_signature(path: str | None) -> list:
@@ -177,11 +148,11 @@ def _weights_signature(path: str | None) -> list:
 
 def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: SamplingConfig, generator):
     """(evaluate(examples, on_progress) -> results, report metadata) for an LLM-judge baseline."""
-    from criticrm.cli.common import generator_for
     from criticrm.evaluation import judges
+    from criticrm.generation.factory import generator_for
     from criticrm.prompts.templates import TemplateSet
 
-    generator = generator or generator_for(critique, model)
+    generator = generator or generator_for(critique.generator, model, critique.batch_size)
     templates = TemplateSet(critique.template)
     meta = {"kind": f"judge-{judge}", "model": display_name(model.model), "sampling": asdict(sampling),
             "score": critique.score}
@@ -208,8 +179,8 @@ def _reward_model(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig
     from criticrm.inference.scorer import RewardScorer
 
     if not model.model:
-        raise ConfigError("pass --model DIR (a trained folder, e.g. runs/demo/train-critic/model) "
-                          "or --judge pointwise|pairwise")
+        raise ConfigError("nothing to evaluate: set model.model to a trained reward-model folder (e.g. "
+                          "runs/demo/train-critic/model), or eval.judge to pointwise or pairwise")
     scorer = RewardScorer.from_model_config(model, scoring)
 
     def evaluate(examples: list[EvalExample], on_progress) -> list[ExampleResult]:

@@ -12,15 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from criticrm.config_checks import check_fields
-from criticrm.errors import ConfigError
+from criticrm.config import Config
 from criticrm.prompts.scores import strip_score_line
 
 Messages = list[dict[str, str]]
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Config):
     """How critiques are sampled."""
 
     num_critiques: int = field(default=4, metadata={"help": "critiques sampled per response (N)", "min": 1})
@@ -30,7 +29,7 @@ class SamplingConfig:
     seed: int = field(default=0, metadata={"help": "random seed (each batch derives its own from it)"})
 
     def __post_init__(self):
-        check_fields(self)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -77,12 +76,17 @@ class Generator(Protocol):
         ...
 
 
-def check_server_url(backend: str, base_url: str | None) -> None:
-    """The OpenAI-compatible backend needs an http(s) server address (checked with the config, before any load)."""
-    if backend == "openai" and not base_url:
-        raise ConfigError("backend openai needs base_url (--base-url http://HOST:PORT)")
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+def generate_grouped(generator: Generator, conversations: Sequence[Messages], score_prefixes: Sequence[str],
+                     sampling: SamplingConfig) -> list[list[Completion]]:
+    """`generator.generate` for conversations whose templates may end in different score prefixes: one
+    call per prefix (the built-in judge templates share one), results in input order."""
+    results: list[list[Completion]] = [[] for _ in conversations]
+    for prefix in dict.fromkeys(score_prefixes):
+        indices = [i for i, p in enumerate(score_prefixes) if p == prefix]
+        outputs = generator.generate([conversations[i] for i in indices], sampling, score_prefix=prefix)
+        for i, completions in zip(indices, outputs, strict=True):
+            results[i] = completions
+    return results
 
 
 def score_continuation(completion_text: str, score_prefix: str) -> str:

@@ -1,37 +1,61 @@
-"""Build the configured critique generator; the only place that knows every backend."""
+"""Which engine writes critiques, and how to reach it: `GeneratorConfig`, and the one place that builds it.
+
+Every stage that generates (critiques, refinement, the LLM-judge baselines, a critic-mode reward model's
+own critiques) nests a `GeneratorConfig`; its options sit in that stage's YAML section and flags.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from typing import Literal
 
+from criticrm.config import Config
+from criticrm.errors import ConfigError
 from criticrm.generation.base import Generator
 from criticrm.models.backbone import ModelConfig, display_name, load_causal_lm, load_tokenizer
 
 
-def build_generator(backend: str, model_config: ModelConfig, *, batch_size: int = 32, base_url: str | None = None,
-                    api_key: str | None = None, tokenizer: str | None = None, concurrency: int = 8,
-                    timeout: float = 120.0, max_retries: int = 4) -> Generator:
+@dataclass
+class GeneratorConfig(Config):
+    """The generation backend: the local model (Hugging Face) or an OpenAI-compatible server."""
+
+    backend: Literal["huggingface", "openai"] = field(default="huggingface", metadata={"help": "huggingface (the model, in this process) or openai (any OpenAI-compatible server)"})
+    base_url: str | None = field(default=None, metadata={"help": "server URL for backend openai, e.g. http://127.0.0.1:8000"})
+    api_key: str | None = field(default=None, metadata={"help": "bearer token for the server (default: $OPENAI_API_KEY)"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer (chat template) for backend openai; default: the model's, else the default model's"})
+    concurrency: int = field(default=8, metadata={"help": "parallel requests for backend openai", "min": 1})
+    timeout: float = field(default=120.0, metadata={"help": "seconds per request for backend openai", "above": 0})
+    max_retries: int = field(default=4, metadata={"help": "retries with backoff per request for backend openai", "min": 0})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("backend openai needs base_url, the server's address (e.g. http://127.0.0.1:8000)")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+
+
+def generator_for(config: GeneratorConfig, model: ModelConfig, batch_size: int = 32) -> Generator:
     """A Hugging Face generator on the local model, or a client of an OpenAI-compatible server.
 
-    For the server the prompt is rendered locally with the chat template of `tokenizer` (default:
+    For the server the prompt is rendered locally with the chat template of `config.tokenizer` (default:
     the model, else the embedded default's), so both backends send the model the same tokens.
+    `batch_size`: sequences the local model generates together.
     """
-    if backend == "huggingface":
+    if config.backend == "huggingface":
         from criticrm.generation.huggingface import HFGenerator
 
-        model, hf_tokenizer = load_causal_lm(model_config)
-        return HFGenerator(model, hf_tokenizer, display_name(model_config.model), batch_size=batch_size)
-    from criticrm.errors import ConfigError
+        model_object, tokenizer = load_causal_lm(model)
+        return HFGenerator(model_object, tokenizer, display_name(model.model), batch_size=batch_size)
     from criticrm.generation.openai_compat import OpenAIGenerator
 
-    if not base_url:
-        raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000)")
     generator = OpenAIGenerator(
-        base_url=base_url,
-        model=display_name(model_config.model),
-        tokenizer=load_tokenizer(tokenizer or model_config.model),
-        api_key=api_key or os.environ.get("OPENAI_API_KEY"),
-        concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+        base_url=config.base_url,
+        model=display_name(model.model),
+        tokenizer=load_tokenizer(config.tokenizer or model.model),
+        api_key=config.api_key or os.environ.get("OPENAI_API_KEY"),
+        concurrency=config.concurrency, timeout=config.timeout, max_retries=config.max_retries,
     )
     generator.check_reachable()
     return generator

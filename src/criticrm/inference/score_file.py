@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing
 from criticrm.data.readers import DataConfig, Problem, check_id, iter_rows, load_records, text_field
-from criticrm.evaluation.data import load_eval_examples
+from criticrm.data.rewardbench import load_eval_examples
 from criticrm.inference.scorer import RewardScorer, ScoreItem, bradley_terry
 
 CHUNK_ITEMS = 32  # responses scored between two appends

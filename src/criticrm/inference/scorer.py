@@ -14,14 +14,16 @@ equal to reproduce a run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from criticrm.config_checks import check_fields
+from criticrm.config import Config
 from criticrm.errors import ConfigError
-from criticrm.generation.base import Generator, SamplingConfig, check_server_url
+from criticrm.generation.base import Generator, SamplingConfig
+from criticrm.generation.factory import GeneratorConfig
 from criticrm.models.backbone import ModelConfig
 from criticrm.models.critic_rm import CriticRewardModel
 from criticrm.prompts.templates import infer_domain
@@ -30,7 +32,7 @@ SAMPLED_TEMPERATURE = 0.8  # the temperature used for m > 1 when none is given
 
 
 @dataclass
-class ScoringConfig:
+class ScoringConfig(Config):
     """How rewards are computed at inference."""
 
     num_critiques: int = field(default=1, metadata={"help": "critiques per response (m); the reward is their mean",
@@ -46,17 +48,11 @@ class ScoringConfig:
     generation_batch_size: int = field(default=32, metadata={"help": "critiques generated per batch", "min": 1})
     normalize: bool = field(default=False,
                             metadata={"help": "standardise rewards with the mean/std saved from the validation set"})
-    backend: str = field(default="huggingface", metadata={
-        "help": "critique writer: huggingface (the model itself) or openai (a server serving the model's LM folder)"})
-    base_url: str | None = field(default=None, metadata={"help": "server URL for --backend openai"})
-    api_key: str | None = field(default=None, metadata={"help": "bearer token for the server (default: $OPENAI_API_KEY)"})
-    concurrency: int = field(default=8, metadata={"help": "parallel requests for --backend openai", "min": 1})
+    # The critique writer: the model itself (huggingface), or a server serving the model's LM folder (openai).
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
     def __post_init__(self):
-        check_fields(self)
-        if self.backend not in ("huggingface", "openai"):
-            raise ConfigError(f"backend must be huggingface or openai, got {self.backend!r}")
-        check_server_url(self.backend, self.base_url)
+        super().__post_init__()
         self.sampling()  # the settings every call without overrides uses must be valid themselves
 
     def sampling(self, num_critiques: int | None = None, temperature: float | None = None) -> SamplingConfig:
@@ -142,7 +138,7 @@ class RewardScorer:
         """`load` from the `--model/--device/--dtype` options; dtype auto keeps the dtype the model was
         saved in (bit-identical rewards to training's validation)."""
         if not model.model:
-            raise ConfigError("pass --model DIR: a trained reward-model folder (the model/ of `criticrm train`)")
+            raise ConfigError("model.model must name a trained reward-model folder (the model/ of a training run)")
         return cls.load(model.model, config, device=model.device, dtype=None if model.dtype == "auto" else model.dtype)
 
     @property
@@ -257,12 +253,12 @@ def _aggregate(critiques: list[CritiqueReward]) -> ScoreResult:
 
 
 def _generator(model: CriticRewardModel, tokenizer, path: str, config: ScoringConfig) -> Generator:
-    if config.backend == "huggingface":
+    """The critique writer of a critic-mode model: its own LM head, or a server serving its LM folder."""
+    if config.generator.backend == "huggingface":
         from criticrm.generation.huggingface import HFGenerator
 
         return HFGenerator(model.causal_lm, tokenizer, path, batch_size=config.generation_batch_size)
-    from criticrm.generation.factory import build_generator  # backend openai (the config allows no other)
-    from criticrm.models.backbone import ModelConfig
+    from criticrm.generation.factory import generator_for
 
-    return build_generator("openai", ModelConfig(model=path), base_url=config.base_url, api_key=config.api_key,
-                           tokenizer=path, concurrency=config.concurrency)
+    generator = dataclasses.replace(config.generator, tokenizer=config.generator.tokenizer or path)
+    return generator_for(generator, ModelConfig(model=path), config.generation_batch_size)

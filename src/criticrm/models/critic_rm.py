@@ -15,7 +15,6 @@ either way the head is saved too. Nothing is pickled.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +25,13 @@ import torch
 from torch import nn
 
 from criticrm.errors import CriticRMError
+from criticrm.models.backbone import (
+    from_pretrained,
+    pick_device,
+    pick_dtype,
+    quiet_hf_progress,
+    resolve_model_path,
+)
 from criticrm.models.sequences import (
     MODES,
     TRUNCATION_POLICIES,
@@ -276,9 +282,7 @@ class CriticRewardModel(nn.Module):
     def from_backbone(cls, model: str | None = None, mode: str = "critic", dtype: torch.dtype = torch.float32,
                       attn_implementation: str | None = None, **config_kwargs) -> CriticRewardModel:
         """A fresh reward model on a pretrained causal LM (None: the embedded default backbone)."""
-        from criticrm.models.backbone import resolve_model_path
-
-        backbone = _load_causal_lm(resolve_model_path(model), dtype, attn_implementation)
+        backbone = from_pretrained(resolve_model_path(model), dtype, attn_implementation)
         config = RewardModelConfig(mode=mode, base_model=model, **config_kwargs)
         return cls(backbone, config)  # the head is float32: it is tiny, and a bf16 head loses the reward's precision
 
@@ -343,8 +347,6 @@ class CriticRewardModel(nn.Module):
         device runs it fast, else fp32; or name one (bf16, fp16, fp32). The model is in eval mode unless
         `trainable` (which also keeps a LoRA adapter trainable).
         """
-        from criticrm.models.backbone import pick_device, pick_dtype, resolve_model_path
-
         path = Path(path)
         config = read_config(path)
         device = pick_device(device) if isinstance(device, str) else device
@@ -357,10 +359,10 @@ class CriticRewardModel(nn.Module):
         if config.adapter:
             from peft import PeftModel
 
-            base = _load_causal_lm(resolve_model_path(config.base_model), torch_dtype, attn_implementation)
+            base = from_pretrained(resolve_model_path(config.base_model), torch_dtype, attn_implementation)
             backbone = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
         else:
-            backbone = _load_causal_lm(str(path), torch_dtype, attn_implementation)
+            backbone = from_pretrained(str(path), torch_dtype, attn_implementation)
         if config.template == TEMPLATE_FILE:
             config.template = str(path / TEMPLATE_FILE)
         hidden_size = backbone.config.get_text_config().hidden_size
@@ -453,39 +455,12 @@ def merged_lora_state_dict(peft_model, state_dict: dict[str, torch.Tensor]) -> d
     return {k.replace(".base_layer.", "."): v for k, v in merged.items()}
 
 
-@contextlib.contextmanager
-def quiet_hf_progress():
-    """Hide transformers' per-file loading/saving bars (a trainer has its own progress bar)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _is_peft(module: nn.Module) -> bool:
     try:
         from peft import PeftModel
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
     return isinstance(module, PeftModel)
-
-
-def _load_causal_lm(path: str, dtype: torch.dtype, attn_implementation: str | None = None):
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"dtype": dtype}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    try:
-        with quiet_hf_progress():
-            return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise RewardModelError(f"cannot load the causal LM {path!r}: {error}") from None
 
 
 def _read_head(path: Path) -> dict[str, torch.Tensor]:

@@ -17,52 +17,31 @@ from statistics import mean
 
 from tqdm import tqdm
 
-from criticrm.config_checks import check_fields
+from criticrm import rundir
+from criticrm.config import Config
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair
 from criticrm.formatting import percent, rate
-from criticrm.generation.base import Generator, SamplingConfig, check_server_url
-from criticrm.pipeline.runner import check_stage_settings
-from criticrm.prompts.scores import parse_score
+from criticrm.generation.base import Generator, SamplingConfig, generate_grouped
+from criticrm.generation.factory import GeneratorConfig
+from criticrm.prompts.scores import ScorePolicy, choose_score, parse_score
 from criticrm.prompts.templates import TemplateSet, load_template
-
-SCORE_CHOICES = ("parsed-or-probability", "parsed", "probability")
-RECORDS_FILE = "critiques.jsonl"
-PAIRS_FILE = "pairs.jsonl"
 
 
 @dataclass
-class CritiqueConfig:
+class CritiqueConfig(Config):
     """How critiques are generated (the sampling settings live in SamplingConfig)."""
 
-    backend: str = field(default="huggingface", metadata={"help": "huggingface | openai (any OpenAI-compatible server)"})
-    base_url: str | None = field(default=None, metadata={"help": "server URL for --backend openai, e.g. http://127.0.0.1:8000"})
-    api_key: str | None = field(default=None, metadata={"help": "bearer token for the server (default: $OPENAI_API_KEY)"})
-    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer (chat template) for --backend openai; default: --model, else the default model's"})
-    concurrency: int = field(default=8, metadata={"help": "parallel requests for --backend openai", "min": 1})
-    timeout: float = field(default=120.0, metadata={"help": "seconds per request for --backend openai", "above": 0})
-    max_retries: int = field(default=4, metadata={"help": "retries with backoff per request for --backend openai", "min": 0})
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     batch_size: int = field(default=32, metadata={"help": "sequences generated together (prompts x N); records are written after each batch", "min": 1})
     template: str | None = field(default=None, metadata={"help": "force one judge template: general, safety, reasoning or a YAML file (default: per pair domain/subset)"})
     few_shot: bool = field(default=True, metadata={"help": "show the template's example critiques (small base models need them)"})
-    score: str = field(default="parsed-or-probability", metadata={"help": "score each record (and each pairwise-judge verdict) uses: parsed-or-probability, parsed or probability"})
+    score: ScorePolicy = field(default="parsed-or-probability", metadata={"help": "score each record (and each pairwise-judge verdict) uses: parsed-or-probability, parsed or probability"})
 
     def __post_init__(self):
-        if self.backend not in ("huggingface", "openai"):
-            raise ValueError(f"backend must be huggingface or openai, got {self.backend!r}")
-        if self.score not in SCORE_CHOICES:
-            raise ValueError(f"score must be one of {', '.join(SCORE_CHOICES)}, got {self.score!r}")
-        check_fields(self)
-        check_server_url(self.backend, self.base_url)
+        super().__post_init__()
         if self.template:
             load_template(self.template)  # a missing or malformed template file fails now, not after loading
-
-
-def choose_score(parsed: float | None, probability: float | None, policy: str) -> tuple[float | None, str | None]:
-    """The score a record uses and where it came from; None when the chosen source has nothing."""
-    if policy == "parsed" or (policy == "parsed-or-probability" and parsed is not None):
-        return (parsed, "parsed") if parsed is not None else (None, None)
-    return (probability, "probability") if probability is not None else (None, None)
 
 
 def _stage_settings(generator: Generator, templates: TemplateSet, config: CritiqueConfig,
@@ -83,9 +62,9 @@ def run_critique(pairs: list[PreferencePair], generator: Generator, templates: T
                  show_progress: bool = True) -> dict:
     """Generate the missing critiques of `pairs` into `out_dir`; return (and write) the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_stage_settings(out_dir, _stage_settings(generator, templates, config, sampling), "critiques")
-    write_jsonl(out_dir / PAIRS_FILE, (pair.to_dict() for pair in pairs))  # later stages need the texts
-    records_path = out_dir / RECORDS_FILE
+    rundir.guard(out_dir, _stage_settings(generator, templates, config, sampling), "critiques")
+    write_jsonl(out_dir / rundir.PAIRS_FILE, (pair.to_dict() for pair in pairs))  # later stages need the texts
+    records_path = out_dir / rundir.RECORDS_FILE
     done = {CritiqueRecord.from_dict(r).key for r in read_jsonl_repairing(records_path)}
     n = sampling.num_critiques
 
@@ -106,7 +85,8 @@ def run_critique(pairs: list[PreferencePair], generator: Generator, templates: T
                initial=0, dynamic_ncols=True)
     for start in range(0, len(pending), per_write):
         chunk = pending[start:start + per_write]
-        outputs = generate_grouped(generator, chunk, sampling)
+        outputs = generate_grouped(generator, [item[3] for item in chunk], [item[2].score_prefix for item in chunk],
+                                   sampling)
         rows = []
         for (pair, side, template, _), completions in zip(chunk, outputs, strict=True):
             for index, completion in enumerate(completions):
@@ -134,7 +114,7 @@ def run_critique(pairs: list[PreferencePair], generator: Generator, templates: T
     records = [CritiqueRecord.from_dict(r) for r in read_jsonl_repairing(records_path)]
     wanted = {pair.id for pair in pairs}
     records = [r for r in records if r.pair_id in wanted]
-    write_parquet(out_dir / "critiques.parquet", [r.to_dict() for r in records])
+    write_parquet(out_dir / rundir.RECORDS_PARQUET, [r.to_dict() for r in records])
     elapsed = time.perf_counter() - started
     summary = summarize(pairs, records)
     summary["this_run"] = {
@@ -142,56 +122,55 @@ def run_critique(pairs: list[PreferencePair], generator: Generator, templates: T
         "critiques_per_s": round(generated / elapsed, 3) if generated else None,
         "tokens_per_s": round(generated_tokens / elapsed, 1) if generated else None,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / rundir.CRITIQUE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def generate_grouped(generator: Generator, chunk, sampling: SamplingConfig):
-    """Completions of (pair, side, template, conversation) items, one call per score prefix.
-
-    The built-in templates all share one prefix. The pointwise judge of `criticrm eval` generates with it too.
-    """
-    results = [None] * len(chunk)
-    for prefix in {item[2].score_prefix for item in chunk}:
-        indices = [i for i, item in enumerate(chunk) if item[2].score_prefix == prefix]
-        outputs = generator.generate([chunk[i][3] for i in indices], sampling, score_prefix=prefix)
-        for i, completions in zip(indices, outputs, strict=True):
-            results[i] = completions
-    return results
 
 
 def _mean_or_none(values: list[float]) -> float | None:
     return round(mean(values), 3) if values else None
 
 
+def label_agreement(records: list[CritiqueRecord], attribute: str,
+                    pairs: list[PreferencePair] | None = None) -> dict[str, dict]:
+    """How often the base model agrees with the human labels, per subset and over "all" pairs.
+
+    The one rule: a pair agrees when the mean `attribute` score of its chosen-response critiques is above
+    that of its rejected-response critiques; equal means are a tie, and a pair without a score on a side
+    is unscored. Ties and unscored pairs are not agreement; `agreement` is over the scored pairs. The pairs
+    are `pairs` (those without records count as unscored), else every pair that has records.
+    """
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: {side: [] for side in SIDES})
+    subset_of = {pair.id: pair.subset for pair in pairs} if pairs is not None else {}
+    for record in records:
+        if pairs is None:
+            subset_of.setdefault(record.pair_id, record.subset)
+        value = getattr(record, attribute)
+        if value is not None:
+            scores[record.pair_id][record.side].append(value)
+    def counts() -> dict[str, int]:
+        return {"pairs": 0, "agree": 0, "disagree": 0, "tie": 0, "unscored": 0}
+
+    table = {"all": counts()}
+    for pair_id, subset in subset_of.items():
+        chosen, rejected = (scores[pair_id][side] if pair_id in scores else [] for side in SIDES)
+        if not chosen or not rejected:
+            verdict = "unscored"
+        else:
+            verdict = "agree" if mean(chosen) > mean(rejected) else "disagree" if mean(chosen) < mean(rejected) else "tie"
+        for key in (subset or "(none)", "all"):
+            row = table.setdefault(key, counts())
+            row["pairs"] += 1
+            row[verdict] += 1
+    for row in table.values():
+        row["agreement"] = rate(row["agree"], row["pairs"] - row["unscored"])
+    return dict(sorted(table.items(), key=lambda item: (item[0] == "all", item[0])))
+
+
 def summarize(pairs: list[PreferencePair], records: list[CritiqueRecord]) -> dict:
     """Counts, parse rate, mean scores per side, and how often the base model agrees with the labels."""
-    by_pair: dict[str, dict[str, list[CritiqueRecord]]] = defaultdict(lambda: {"chosen": [], "rejected": []})
-    for record in records:
-        by_pair[record.pair_id][record.side].append(record)
-
-    def agreement(attribute: str, subset: str | None = None) -> dict:
-        agree = disagree = tie = missing = 0
-        for pair in pairs:
-            if subset is not None and pair.subset != subset:
-                continue
-            sides = by_pair.get(pair.id)
-            chosen = [getattr(r, attribute) for r in (sides or {}).get("chosen", []) if getattr(r, attribute) is not None]
-            rejected = [getattr(r, attribute) for r in (sides or {}).get("rejected", []) if getattr(r, attribute) is not None]
-            if not chosen or not rejected:
-                missing += 1
-            elif mean(chosen) > mean(rejected):
-                agree += 1
-            elif mean(chosen) < mean(rejected):
-                disagree += 1
-            else:
-                tie += 1
-        judged = agree + disagree + tie
-        return {"agree": agree, "disagree": disagree, "tie": tie, "unscored": missing,
-                "agreement": rate(agree, judged)}
-
-    subsets = sorted({p.subset for p in pairs if p.subset})
     total = len(records)
+    agreement = {label: label_agreement(records, attribute, pairs) for label, attribute in
+                 (("score", "score"), ("parsed", "parsed_score"), ("probability", "probability_score"))}
     return {
         "pairs": len(pairs),
         "critiques": total,
@@ -203,12 +182,8 @@ def summarize(pairs: list[PreferencePair], records: list[CritiqueRecord]) -> dic
         "mean_score": {side: _mean_or_none([r.score for r in records if r.side == side and r.score is not None]) for side in SIDES},
         "mean_parsed_score": {side: _mean_or_none([r.parsed_score for r in records if r.side == side and r.parsed_score is not None]) for side in SIDES},
         "mean_probability_score": {side: _mean_or_none([r.probability_score for r in records if r.side == side and r.probability_score is not None]) for side in SIDES},
-        "label_agreement": {
-            "score": agreement("score"),
-            "parsed": agreement("parsed_score"),
-            "probability": agreement("probability_score"),
-        },
-        "label_agreement_by_subset": {s: agreement("score", s) for s in subsets},
+        "label_agreement": {label: table["all"] for label, table in agreement.items()},
+        "label_agreement_by_subset": {name: row for name, row in agreement["score"].items() if name != "all"},
     }
 
 

@@ -23,42 +23,32 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Any, Literal
 
-from criticrm.config_checks import check_fields
+from criticrm import rundir
+from criticrm.config import Config
 from criticrm.data.jsonl import read_jsonl_repairing, write_jsonl
 from criticrm.data.schema import SIDES, CritiqueRecord, PreferencePair, ScoredCritique
 from criticrm.errors import CriticRMError
 from criticrm.formatting import percent, rate
-from criticrm.pipeline.critique import PAIRS_FILE, RECORDS_FILE, SCORE_CHOICES, choose_score
-
-FAILED_PAIRS_CHOICES = ("reward-only", "drop")
-FILTERED_FILE = "filtered.jsonl"
-STATS_FILE = "filter_stats.json"
+from criticrm.prompts.scores import ScorePolicy, choose_score
 
 # What happened to a pair (FilterDecision.status).
 PASSED, FAILED, TIE, NO_KEPT, MISSING = "passed", "failed", "tie", "no-kept-critique", "missing"
 
 
 @dataclass
-class FilterConfig:
+class FilterConfig(Config):
     """How critiques are filtered against the human labels."""
 
     instance_margin: float = field(default=0.0, metadata={"help": "a pair passes when mean chosen score > mean rejected score + this"})
     critique_margin: float = field(default=0.0, metadata={"help": "keep a chosen critique scoring > mean rejected + this, a rejected one scoring < mean chosen - this"})
-    failed_pairs: str = field(default="reward-only", metadata={"help": "pairs failing the instance level: reward-only (kept for the reward loss, no critique supervision) or drop"})
-    score_source: str = field(default="parsed-or-probability", metadata={"help": "score of each critique to filter on: parsed-or-probability, parsed or probability"})
+    failed_pairs: Literal["reward-only", "drop"] = field(default="reward-only", metadata={"help": "pairs failing the instance level: reward-only (kept for the reward loss, no critique supervision) or drop"})
+    score_source: ScorePolicy = field(default="parsed-or-probability", metadata={"help": "score of each critique to filter on: parsed-or-probability, parsed or probability"})
     keep_all: bool = field(default=False, metadata={"help": "no filtering: every scored critique of every pair is kept as an LM target (the ablation)"})
-
-    def __post_init__(self):
-        if self.failed_pairs not in FAILED_PAIRS_CHOICES:
-            raise ValueError(f"failed_pairs must be one of {', '.join(FAILED_PAIRS_CHOICES)}, got {self.failed_pairs!r}")
-        if self.score_source not in SCORE_CHOICES:
-            raise ValueError(f"score_source must be one of {', '.join(SCORE_CHOICES)}, got {self.score_source!r}")
-        check_fields(self)  # the margins must be finite
 
 
 @dataclass
@@ -122,8 +112,22 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
 
     `keep_all` makes both margins -inf: every pair with critiques on both sides passes with all of them.
     """
-    instance_margin = -math.inf if config.keep_all else config.instance_margin
-    critique_margin = -math.inf if config.keep_all else config.critique_margin
+    by_pair, orphans = _records_by_pair(pairs, records)
+    tally = _Tally()
+    decisions = []
+    for pair in pairs:
+        scored = {side: tally.scored(by_pair[pair.id][side] if pair.id in by_pair else {}, side, config.score_source)
+                  for side in SIDES}
+        decision = _decide(pair, scored, _template(by_pair.get(pair.id)), config, tally)
+        if decision is not None:
+            decisions.append(decision)
+    return decisions, tally.stats(len(pairs), len(decisions), orphans, config)
+
+
+def _records_by_pair(pairs: list[PreferencePair], records: list[CritiqueRecord]
+                     ) -> tuple[dict[str, dict[str, dict[int, CritiqueRecord]]], int]:
+    """{pair id: {side: {sample index: record}}} of the wanted pairs (duplicates: the first wins), and
+    the number of records of other pairs."""
     wanted = {pair.id for pair in pairs}
     by_pair: dict[str, dict[str, dict[int, CritiqueRecord]]] = defaultdict(lambda: {s: {} for s in SIDES})
     orphans = 0
@@ -131,112 +135,127 @@ def filter_critiques(pairs: list[PreferencePair], records: list[CritiqueRecord],
         if record.pair_id not in wanted:
             orphans += 1
             continue
-        by_pair[record.pair_id][record.side].setdefault(record.sample_index, record)  # duplicates: first wins
+        by_pair[record.pair_id][record.side].setdefault(record.sample_index, record)
+    return by_pair, orphans
 
-    counts = defaultdict(int)
-    side_counts = {side: defaultdict(int) for side in SIDES}
-    subsets: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    decisions: list[FilterDecision] = []
-    for pair in pairs:
-        sides = by_pair.get(pair.id) or {s: {} for s in SIDES}
-        scored: dict[str, list[ScoredCritique]] = {}
+
+def _template(sides: dict[str, dict[int, CritiqueRecord]] | None) -> str:
+    """The judge template a pair's critiques were written in."""
+    return next((r.template for s in SIDES for r in (sides or {}).get(s, {}).values()), "general")
+
+
+def _decide(pair: PreferencePair, scored: dict[str, list[ScoredCritique]], template: str, config: FilterConfig,
+            tally: _Tally) -> FilterDecision | None:
+    """The instance- and critique-level rules for one pair; None when the pair is dropped."""
+    instance_margin = -math.inf if config.keep_all else config.instance_margin
+    critique_margin = -math.inf if config.keep_all else config.critique_margin
+    subset = tally.subsets[pair.subset or "(none)"]
+    subset["pairs"] += 1
+    means = {side: mean(c.score for c in scored[side]) if scored[side] else None for side in SIDES}
+    decision = FilterDecision(pair=pair, status=PASSED, supervised=True, template=template,
+                              chosen=scored["chosen"], rejected=scored["rejected"],
+                              mean_chosen=means["chosen"], mean_rejected=means["rejected"],
+                              critique_margin=critique_margin)
+    if means["chosen"] is None or means["rejected"] is None:
+        tally.counts[MISSING] += 1
+        subset[MISSING] += 1
+        return None  # nothing to condition one side's reward on: dropped whatever the policy
+    if means["chosen"] > means["rejected"]:
+        subset["agree"] += 1
+    elif means["chosen"] == means["rejected"]:
+        subset["tie"] += 1
+    if means["chosen"] > means["rejected"] + instance_margin:
+        kept = {side: [c for c in scored[side] if decision.agrees(side, c.score)] for side in SIDES}
         for side in SIDES:
-            scored[side] = []
-            for _, record in sorted(sides[side].items()):
-                score, _source = choose_score(record.parsed_score, record.probability_score, config.score_source)
-                side_counts[side]["records"] += 1
-                if score is None:
-                    side_counts[side]["unscored"] += 1
-                else:
-                    scored[side].append(ScoredCritique(text=record.critique, score=float(score)))
-        template = next((r.template for s in SIDES for r in sides[s].values()), "general")
-        subset = subsets[pair.subset or "(none)"]
-        subset["pairs"] += 1
-        means = {side: mean(c.score for c in scored[side]) if scored[side] else None for side in SIDES}
-        decision = FilterDecision(pair=pair, status=PASSED, supervised=True, template=template,
-                                  chosen=scored["chosen"], rejected=scored["rejected"],
-                                  mean_chosen=means["chosen"], mean_rejected=means["rejected"],
-                                  critique_margin=critique_margin)
-        if means["chosen"] is None or means["rejected"] is None:
-            counts[MISSING] += 1
-            subset[MISSING] += 1
-            continue  # nothing to condition one side's reward on: dropped whatever the policy
-        if means["chosen"] > means["rejected"]:
-            subset["agree"] += 1
-        elif means["chosen"] == means["rejected"]:
-            subset["tie"] += 1
-        if means["chosen"] > means["rejected"] + instance_margin:
-            kept = {side: [c for c in scored[side] if decision.agrees(side, c.score)] for side in SIDES}
-            for side in SIDES:
-                side_counts[side]["considered"] += len(scored[side])
-                side_counts[side]["kept"] += len(kept[side])
-            if all(kept[side] for side in SIDES):
-                decision.chosen, decision.rejected = kept["chosen"], kept["rejected"]
-                counts[PASSED] += 1
-                subset[PASSED] += 1
-                decisions.append(decision)
-                continue
-            decision.status = NO_KEPT
-        else:
-            decision.status = TIE if means["chosen"] == means["rejected"] else FAILED
-        counts[decision.status] += 1
-        if config.failed_pairs == "reward-only":
-            decision.supervised = False  # every scored critique stays, as reward conditioning only
-            counts["reward_only"] += 1
-            decisions.append(decision)
+            tally.sides[side]["considered"] += len(scored[side])
+            tally.sides[side]["kept"] += len(kept[side])
+        if all(kept[side] for side in SIDES):
+            decision.chosen, decision.rejected = kept["chosen"], kept["rejected"]
+            tally.counts[PASSED] += 1
+            subset[PASSED] += 1
+            return decision
+        decision.status = NO_KEPT
+    else:
+        decision.status = TIE if means["chosen"] == means["rejected"] else FAILED
+    tally.counts[decision.status] += 1
+    if config.failed_pairs != "reward-only":
+        return None
+    decision.supervised = False  # every scored critique stays, as reward conditioning only
+    tally.counts["reward_only"] += 1
+    return decision
 
-    n = len(pairs)
-    judged = n - counts[MISSING]
-    failing = counts[FAILED] + counts[TIE] + counts[NO_KEPT]
-    stats = {
-        "pairs": n,
-        "passed": counts[PASSED],
-        "failed_instance": counts[FAILED] + counts[TIE],
-        "ties": counts[TIE],
-        "no_kept_critique": counts[NO_KEPT],
-        "missing": counts[MISSING],
-        "reward_only": counts["reward_only"],
-        "dropped": counts[MISSING] + (failing if config.failed_pairs == "drop" else 0),
-        "rows_out": len(decisions),
-        "instance_keep_rate": rate(counts[PASSED], n),
-        "instance_pass_rate_of_judged": rate(counts[PASSED], judged),
-        "orphan_records": orphans,
-        "critiques": {
-            side: {
-                "records": side_counts[side]["records"],
-                "unscored": side_counts[side]["unscored"],
-                "on_passing_pairs": side_counts[side]["considered"],
-                "kept": side_counts[side]["kept"],
-                "keep_rate": rate(side_counts[side]["kept"], side_counts[side]["considered"]),
-                "keep_rate_of_all": rate(side_counts[side]["kept"], side_counts[side]["records"]),
-            }
-            for side in SIDES
-        },
-        "by_subset": {
-            name: {
-                "pairs": s["pairs"], "passed": s[PASSED], "agree": s["agree"], "tie": s["tie"], "missing": s[MISSING],
-                "agreement": rate(s["agree"], s["pairs"] - s[MISSING]),
-                "instance_keep_rate": rate(s[PASSED], s["pairs"]),
-            }
-            for name, s in sorted(subsets.items())
-        },
-        "settings": {"instance_margin": config.instance_margin, "critique_margin": config.critique_margin,
-                     "failed_pairs": config.failed_pairs, "score_source": config.score_source,
-                     "keep_all": config.keep_all},
-    }
-    return decisions, stats
+
+class _Tally:
+    """What happened to the pairs and critiques of one filtering run, turned into its stats."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = defaultdict(int)
+        self.sides = {side: defaultdict(int) for side in SIDES}
+        self.subsets: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def scored(self, records: dict[int, CritiqueRecord], side: str, policy: str) -> list[ScoredCritique]:
+        """The critiques of one side with a score under `policy`, in sample order (the others counted)."""
+        result = []
+        for _, record in sorted(records.items()):
+            score, _source = choose_score(record.parsed_score, record.probability_score, policy)
+            self.sides[side]["records"] += 1
+            if score is None:
+                self.sides[side]["unscored"] += 1
+            else:
+                result.append(ScoredCritique(text=record.critique, score=float(score)))
+        return result
+
+    def stats(self, n: int, rows_out: int, orphans: int, config: FilterConfig) -> dict:
+        counts, sides = self.counts, self.sides
+        failing = counts[FAILED] + counts[TIE] + counts[NO_KEPT]
+        return {
+            "pairs": n,
+            "passed": counts[PASSED],
+            "failed_instance": counts[FAILED] + counts[TIE],
+            "ties": counts[TIE],
+            "no_kept_critique": counts[NO_KEPT],
+            "missing": counts[MISSING],
+            "reward_only": counts["reward_only"],
+            "dropped": counts[MISSING] + (failing if config.failed_pairs == "drop" else 0),
+            "rows_out": rows_out,
+            "instance_keep_rate": rate(counts[PASSED], n),
+            "instance_pass_rate_of_judged": rate(counts[PASSED], n - counts[MISSING]),
+            "orphan_records": orphans,
+            "critiques": {
+                side: {
+                    "records": sides[side]["records"],
+                    "unscored": sides[side]["unscored"],
+                    "on_passing_pairs": sides[side]["considered"],
+                    "kept": sides[side]["kept"],
+                    "keep_rate": rate(sides[side]["kept"], sides[side]["considered"]),
+                    "keep_rate_of_all": rate(sides[side]["kept"], sides[side]["records"]),
+                }
+                for side in SIDES
+            },
+            "by_subset": {
+                name: {
+                    "pairs": s["pairs"], "passed": s[PASSED], "agree": s["agree"], "tie": s["tie"],
+                    "missing": s[MISSING], "agreement": rate(s["agree"], s["pairs"] - s[MISSING]),
+                    "instance_keep_rate": rate(s[PASSED], s["pairs"]),
+                }
+                for name, s in sorted(self.subsets.items())
+            },
+            "settings": {"instance_margin": config.instance_margin, "critique_margin": config.critique_margin,
+                         "failed_pairs": config.failed_pairs, "score_source": config.score_source,
+                         "keep_all": config.keep_all},
+        }
 
 
 def load_critique_dir(critiques_dir: Path) -> tuple[list[PreferencePair], list[CritiqueRecord], dict | None]:
     """Pairs, records and summary of a stage-1a folder, with a clear error when it is not one."""
-    pairs_path, records_path = critiques_dir / PAIRS_FILE, critiques_dir / RECORDS_FILE
+    pairs_path, records_path = critiques_dir / rundir.PAIRS_FILE, critiques_dir / rundir.RECORDS_FILE
     for path in (pairs_path, records_path):
         if not path.is_file():
             raise CriticRMError(f"{critiques_dir} is not a critique folder: {path.name} is missing "
-                                "(run `criticrm critique --out DIR` first)")
+                                "(write one with the critique stage first)")
     pairs = [PreferencePair(**row) for row in read_jsonl_repairing(pairs_path)]
     records = [CritiqueRecord.from_dict(row) for row in read_jsonl_repairing(records_path)]
-    summary_path = critiques_dir / "summary.json"
+    summary_path = critiques_dir / rundir.CRITIQUE_SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return pairs, records, summary
 
@@ -244,18 +263,18 @@ def load_critique_dir(critiques_dir: Path) -> tuple[list[PreferencePair], list[C
 def run_filter(pairs: list[PreferencePair], records: list[CritiqueRecord], config: FilterConfig,
                out_dir: Path) -> tuple[list[FilterDecision], dict]:
     """Filter and write `filtered.jsonl` + `filter_stats.json` (fast and deterministic: simply redone)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rundir.guard(out_dir, asdict(config), "filtered pairs", start_over=True)
     decisions, stats = filter_critiques(pairs, records, config)
-    write_jsonl(out_dir / FILTERED_FILE, (d.to_dict() for d in decisions))
-    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+    write_jsonl(out_dir / rundir.FILTERED_FILE, (d.to_dict() for d in decisions))
+    (out_dir / rundir.FILTER_STATS_FILE).write_text(json.dumps(stats, indent=2))
     return decisions, stats
 
 
 def read_filtered(in_dir: Path) -> list[FilterDecision]:
-    path = in_dir / FILTERED_FILE
+    path = in_dir / rundir.FILTERED_FILE
     if not path.is_file():
-        raise CriticRMError(f"{in_dir} is not a filter folder: {FILTERED_FILE} is missing "
-                            "(run `criticrm filter --critiques DIR --out DIR` first)")
+        raise CriticRMError(f"{in_dir} is not a filter folder: {rundir.FILTERED_FILE} is missing "
+                            "(write one with the filter stage first)")
     return [FilterDecision.from_dict(row) for row in read_jsonl_repairing(path)]
 
 

@@ -29,48 +29,44 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
-from criticrm.config_checks import check_fields
+from criticrm import rundir
+from criticrm.config import Config
 from criticrm.data.jsonl import append_jsonl, read_jsonl_repairing, write_jsonl, write_parquet
 from criticrm.data.schema import SIDES, ScoredCritique, TrainingPair
 from criticrm.errors import ConfigError
 from criticrm.formatting import percent
 from criticrm.generation.base import Completion, Generator, SamplingConfig
 from criticrm.pipeline.filter import FilterDecision
-from criticrm.pipeline.runner import check_stage_settings
 from criticrm.prompts import refine as prompts
 from criticrm.prompts.scores import parse_score, strip_score_line
 
-STRATEGIES = ("rank", "summarize", "none")
-REFINED_FILE = "refined.jsonl"
-STATS_FILE = "refine_stats.json"
 DEFAULT_MAX_NEW_TOKENS = {"rank": 16, "summarize": 128}
 
 # Per-side outcomes (refine_stats.json).
 SUCCESS_OUTCOMES = ("ranked", "partial-ranking", "pairwise-consistent", "summarized")
 FALLBACK_OUTCOMES = ("ranking-unparsed", "pairwise-inconsistent", "pairwise-unparsed", "summary-no-score",
-                     "summary-failed-rule", "summary-empty")
+                     "summary-failed-rule", "summary-empty", "summary-copied-example")
 
 
 @dataclass
-class RefineConfig:
+class RefineConfig(Config):
     """How the kept critiques are refined (the model and backend come from the model/critique options)."""
 
-    strategy: str = field(default="rank", metadata={"help": "rank (keep the model's top-k), summarize (merge into one) or none (keep all)"})
-    top_k: int = field(default=2, metadata={"help": "critiques kept per response by --strategy rank", "min": 1})
-    refine_max_new_tokens: int | None = field(default=None, metadata={"help": "longest meta-judge answer, in tokens (default: 16 for rank, 128 for summarize)", "min": 1})
-    refine_batch_size: int = field(default=8, metadata={"help": "pairs refined per generation call; results are written after each", "min": 1})
+    RENAMED = {"refine_max_new_tokens": "max_new_tokens", "refine_batch_size": "batch_size"}
 
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        check_fields(self)
+    strategy: Literal["rank", "summarize", "none"] = field(default="rank", metadata={"help": "rank (keep the model's top-k), summarize (merge into one) or none (keep all)"})
+    top_k: int = field(default=2, metadata={"help": "critiques kept per response by strategy rank", "min": 1})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "longest meta-judge answer, in tokens (default: 16 for rank, 128 for summarize)", "min": 1})
+    batch_size: int = field(default=8, metadata={"help": "pairs refined per generation call; results are written after each", "min": 1})
 
     @property
-    def max_new_tokens(self) -> int:
-        return self.refine_max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(self.strategy, 16)
+    def answer_tokens(self) -> int:
+        """The longest answer asked of the model: `max_new_tokens`, else the strategy's default."""
+        return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(self.strategy, 16)
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -254,8 +250,8 @@ def refine_batch(decisions: list[FilterDecision], generator: Generator | None, c
     answers: list[Completion] = []
     if conversations:
         if generator is None:
-            raise ConfigError(f"--strategy {config.strategy} needs a model to generate with")
-        sampling = SamplingConfig(num_critiques=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
+            raise ConfigError(f"refine strategy {config.strategy} needs a model to generate with")
+        sampling = SamplingConfig(num_critiques=1, temperature=0.0, max_new_tokens=config.answer_tokens)
         score_prefix = prompts.SCORE_PREFIX if config.strategy == "summarize" else None
         answers = [c[0] for c in generator.generate(conversations, sampling, score_prefix=score_prefix)]
     rows, cursor = [], 0
@@ -287,13 +283,13 @@ def run_refine(decisions: list[FilterDecision], generator: Generator | None, con
     out_dir.mkdir(parents=True, exist_ok=True)
     needs_model = config.strategy != "none"
     settings = {"strategy": config.strategy, "top_k": config.top_k if config.strategy == "rank" else None,
-                "max_new_tokens": config.max_new_tokens if needs_model else None,
+                "max_new_tokens": config.answer_tokens if needs_model else None,
                 "backend": generator.backend if generator and needs_model else None,
                 "model": generator.model_name if generator and needs_model else None,
                 "prompts": prompts.prompts_hash() if needs_model else None,
                 "input": _input_hash(decisions)}
-    check_stage_settings(out_dir, settings, "refined pairs")
-    refined_path = out_dir / REFINED_FILE
+    rundir.guard(out_dir, settings, "refined pairs")
+    refined_path = out_dir / rundir.REFINED_FILE
     done = {row["id"]: row for row in read_jsonl_repairing(refined_path)}
     pending = [d for d in decisions if d.pair.id not in done]
     # Pairs that need no model call go first, all at once; the rest in batches of similar size.
@@ -310,8 +306,8 @@ def run_refine(decisions: list[FilterDecision], generator: Generator | None, con
         done.update((row["id"], row) for row in rows)
         bar.update(len(quick))
         bar.refresh()
-    for start in range(0, len(slow), config.refine_batch_size):
-        chunk = slow[start:start + config.refine_batch_size]
+    for start in range(0, len(slow), config.batch_size):
+        chunk = slow[start:start + config.batch_size]
         rows = refine_batch(chunk, generator, config)
         calls += sum(len(m.get("answers", [])) for row in rows for m in row["meta"].values())
         append_jsonl(refined_path, rows)
@@ -322,13 +318,13 @@ def run_refine(decisions: list[FilterDecision], generator: Generator | None, con
 
     ordered = [done[d.pair.id] for d in decisions]
     train_rows = [row["row"] for row in ordered]
-    write_jsonl(out_dir / "train.jsonl", train_rows)
-    write_parquet(out_dir / "train.parquet", train_rows)
+    write_jsonl(out_dir / rundir.TRAIN_FILE, train_rows)
+    write_parquet(out_dir / rundir.TRAIN_PARQUET, train_rows)
     stats = refine_stats(ordered, config)
     seconds = time.perf_counter() - started
     stats["this_run"] = {"pairs_refined": len(pending), "model_calls": calls, "seconds": round(seconds, 2),
                          "calls_per_s": round(calls / seconds, 3) if calls else None}
-    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+    (out_dir / rundir.REFINE_STATS_FILE).write_text(json.dumps(stats, indent=2))
     return stats
 
 
@@ -389,7 +385,3 @@ def format_refine_stats(stats: dict) -> str:
                      f"(answered the worked example's order \"2, 3, 1\" on {stats['echoed_example_ranking']})")
     return "\n".join(lines)
 
-
-def load_training_pairs(path: Path) -> list[TrainingPair]:
-    """Read a `train.jsonl` written by this stage."""
-    return [TrainingPair.from_dict(row) for row in read_jsonl_repairing(path)]

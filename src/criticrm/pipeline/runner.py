@@ -1,15 +1,14 @@
-"""The run directory: one sub-folder per stage, finished stages skipped, and a record of what ran.
+"""Running stages in order inside a run directory: finished stages skipped, a record of what ran.
 
-A stage is finished when its folder holds `DONE.json`, which stores a fingerprint of the settings
-it ran with (its own and those of every stage before it). Running the pipeline again skips a
-finished stage whose fingerprint matches; a stage whose settings changed is redone, and so is every
-stage after it, with the old output moved aside, never deleted. `--force` redoes every stage.
+A stage is finished when its folder's record (`criticrm.rundir`) holds its result under a fingerprint
+of the settings it ran with (its own and those of every stage before it). Running the pipeline again
+skips a finished stage whose fingerprint matches; a stage whose settings changed is redone, and so is
+every stage after it, with the old output moved aside, never deleted. `force` redoes every stage.
 An unfinished stage folder is resumed by the stage itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -20,22 +19,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from criticrm import rundir
+from criticrm.config import Config
 from criticrm.config_checks import check_output
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Config):
     """Where the pipeline works."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory: every stage writes its outputs here"})
     force: bool = field(default=False, metadata={"help": "redo every stage, even finished ones (old outputs are kept aside)"})
 
     def __post_init__(self):
+        super().__post_init__()
         check_output(self.run_dir)
-
-
-def fingerprint(settings: Any) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def record_versions(run_dir: Path) -> dict:
@@ -55,27 +53,8 @@ def record_versions(run_dir: Path) -> dict:
     versions = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
                 "accelerator": accelerator, "packages": packages, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "versions.json").write_text(json.dumps(versions, indent=2))
+    (run_dir / rundir.VERSIONS_FILE).write_text(json.dumps(versions, indent=2))
     return versions
-
-
-def check_stage_settings(out_dir: Path, settings: dict, what: str) -> None:
-    """Record a stage's settings in `out_dir/stage.json`, or refuse to resume a folder made with others.
-
-    Resuming appends to what is there, so mixing settings would silently mix incompatible records.
-    """
-    from criticrm.errors import ConfigError
-
-    path = out_dir / "stage.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
-        if changed:
-            raise ConfigError(f"{out_dir} holds {what} made with other settings ({', '.join(changed)} changed); "
-                              "use another output folder, or delete it (the pipeline's --force moves it aside)")
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
 
 
 class StageRunner:
@@ -90,26 +69,23 @@ class StageRunner:
     def run(self, name: str, settings: Any, action: Callable[[Path], dict]) -> dict:
         """Run `action(out_dir)` unless the stage already finished with the same settings; return its result."""
         out_dir = self.run_dir / name
-        marker = out_dir / "DONE.json"
-        key = fingerprint({"upstream": self._upstream, "settings": settings})
+        key = rundir.fingerprint({"upstream": self._upstream, "settings": settings})
         self._upstream = key
-        if marker.exists():
-            done = json.loads(marker.read_text())
-            if done.get("fingerprint") == key and not self.force:
-                self.log(f"[{name}] finished earlier with the same settings: skipped (--force redoes it)")
-                return done["result"]
-            reason = "--force" if self.force else "its settings (or an earlier stage's) changed"
+        finished = rundir.read_record(out_dir).get("finished")
+        if finished and finished.get("fingerprint") == key and not self.force:
+            self.log(f"[{name}] finished earlier with the same settings: skipped (run.force redoes it)")
+            return finished["result"]
+        if finished:
+            reason = "run.force" if self.force else "its settings (or an earlier stage's) changed"
             self.log(f"[{name}] redoing it ({reason}); the previous output is kept in {_move_aside(out_dir)}")
         elif self.force and out_dir.exists():
             _move_aside(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "settings.json").write_text(json.dumps(settings, indent=2, default=str))
         self.log(f"[{name}] running")
         started = time.perf_counter()
         result = action(out_dir)
         seconds = round(time.perf_counter() - started, 1)
-        marker.write_text(json.dumps({"fingerprint": key, "seconds": seconds, "result": result,
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+        rundir.mark_finished(out_dir, key, result, seconds)
         self.log(f"[{name}] done in {seconds} s")
         return result
 

@@ -10,9 +10,16 @@ or split numbers into digits ("10" = "1" + "0"); both are handled, the second wi
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 SCORES = tuple(range(1, 11))
+
+# Which score a critique (or a pairwise verdict) uses: the written one, falling back to the probability
+# score; the written one only; or the probability score only.
+ScorePolicy = Literal["parsed-or-probability", "parsed", "probability"]
+SCORE_POLICIES: tuple[str, ...] = typing.get_args(ScorePolicy)
 
 _SCORE_PATTERN = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?", re.IGNORECASE)
 
@@ -31,6 +38,13 @@ def parse_score(text: str) -> float | None:
     if scale and float(scale) > 0 and float(scale) != 10:
         score = score * 10 / float(scale)
     return min(10.0, max(1.0, score))
+
+
+def choose_score(parsed: float | None, probability: float | None, policy: str) -> tuple[float | None, str | None]:
+    """The score a record uses under `policy` and where it came from; None when that source has nothing."""
+    if policy == "parsed" or (policy == "parsed-or-probability" and parsed is not None):
+        return (parsed, "parsed") if parsed is not None else (None, None)
+    return (probability, "probability") if probability is not None else (None, None)
 
 
 def strip_score_line(critique: str) -> str:

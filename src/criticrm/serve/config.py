@@ -5,17 +5,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass, field
 
-from criticrm.config_checks import check_fields
+from criticrm.config import Config
 
 TOKEN_ENV = "CRITICRM_SERVER_TOKEN"
 
 
 @dataclass
-class ServerConfig:
+class ServerConfig(Config):
     """How `criticrm serve` listens, batches and limits requests (YAML section `server`)."""
 
     host: str = field(default="127.0.0.1", metadata={
-        "help": "address to bind; anything but loopback exposes the model, so set --token"})
+        "help": "address to bind; anything but loopback exposes the model, so set a token"})
     port: int = field(default=8000, metadata={"help": "TCP port (0: any free port, logged at start)", "min": 0,
                                               "max": 65535})
     token: str | None = field(default=None, metadata={
@@ -39,7 +39,7 @@ class ServerConfig:
                 "queries, which RLHF frameworks send with the policy's chat template applied"})
 
     def __post_init__(self):
-        check_fields(self)
+        super().__post_init__()
         if self.max_items_per_request > self.max_queue:
             raise ValueError(f"max_items_per_request ({self.max_items_per_request}) must not exceed "
                              f"max_queue ({self.max_queue}): such a request could never be queued")

@@ -36,8 +36,7 @@ from criticrm.data.schema import ScoredCritique, TrainingPair
 from criticrm.data.text import is_blank
 from criticrm.errors import CriticRMError
 from criticrm.models.sequences import EncodedSequence, SequenceBuilder
-
-TRAIN_FILE = "train.jsonl"
+from criticrm.rundir import TRAIN_FILE
 
 
 class TrainingDataError(CriticRMError):
@@ -52,7 +51,7 @@ def resolve_data_file(path: str | Path) -> Path:
         candidate = path / TRAIN_FILE
         if not candidate.is_file():
             found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
-            raise TrainingDataError(f"{path} has no {TRAIN_FILE} (found: {found}); pass the file itself with --data")
+            raise TrainingDataError(f"{path} has no {TRAIN_FILE} (found: {found}); give the file itself")
         return candidate
     if not path.exists():
         raise TrainingDataError(f"{path} does not exist")
@@ -71,8 +70,8 @@ def load_training_pairs(path: str | Path, mode: str) -> list[TrainingPair]:
         return _read_training_rows(file)
     if mode == "critic":
         raise TrainingDataError(f"{file} holds plain preference pairs without critiques; critic mode trains on the "
-                                "refined critique data: run `criticrm pipeline` (or critique, filter, refine) first, "
-                                "or train the baseline with --mode standard")
+                                "refined critique data: run the pipeline (or its critique, filter and refine stages) "
+                                "first, or train the baseline with mode standard")
     result = load_pairs(DataConfig(data=str(file)), render_transcript)
     return [TrainingPair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_critiques=[],
                          rejected_critiques=[], critique_supervision=False, subset=p.subset, domain=p.domain,

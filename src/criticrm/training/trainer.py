@@ -32,9 +32,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from criticrm import rundir
 from criticrm.data.jsonl import write_text_atomic
 from criticrm.errors import CriticRMError
-from criticrm.models.critic_rm import CriticRewardModel, load_weights_into
+from criticrm.models.backbone import resolve_precision
+from criticrm.models.critic_rm import CriticRewardModel, is_reward_model_dir, load_weights_into
 from criticrm.training.checkpoints import last_complete_checkpoint, mark_complete, prepare_resume
 from criticrm.training.config import BEST_METRICS, TrainConfig
 from criticrm.training.data import (
@@ -48,9 +50,6 @@ from criticrm.training.data import (
 from criticrm.training.losses import bradley_terry_losses, critique_loss_sum, reward_loss_sums
 from criticrm.training.schedules import LambdaSchedule
 
-MODEL_SUBDIR = "model"
-SUMMARY_FILE = "train_summary.json"
-LOG_FILE = "log.jsonl"
 _COMPONENTS = ("critique_loss", "reward_loss", "center_loss", "accuracy", "margin")
 
 
@@ -208,7 +207,7 @@ class CriticRMTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             run_dir = self._get_output_dir(trial=trial)
-            mark_complete(Path(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"), Path(run_dir, LOG_FILE))
+            mark_complete(Path(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"), Path(run_dir, rundir.TRAIN_LOG_FILE))
             rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -330,17 +329,6 @@ class EpochCallback(TrainerCallback):
 
 
 # ---- building and running -------------------------------------------------------------------------------------
-def resolve_precision(precision: str) -> str:
-    """auto -> bf16 on CUDA (fp16 without bf16) and on CPUs with fast bf16 (AVX-512 bf16 / AMX), else fp32."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    from criticrm.models.backbone import _cpu_has_fast_bf16
-
-    return "bf16" if _cpu_has_fast_bf16() else "fp32"
-
-
 def training_arguments(config: TrainConfig, out_dir: Path, has_eval: bool, use_cpu: bool = False,
                        show_progress: bool = True) -> TrainingArguments:
     """The transformers arguments for a TrainConfig (created before the model: DeepSpeed ZeRO-3 needs that)."""
@@ -435,11 +423,12 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     """Train a reward model on `data` into `out_dir`; returns (and writes) the training summary.
 
     `out_dir` receives `checkpoint-*/` (resumable), `log.jsonl` (every logged step), `model/` (the final
-    model: the best checkpoint when there is a validation set) and `train_summary.json`.
+    model: the best checkpoint when there is a validation set), `train_summary.json` and `settings.json`.
+    A folder that already holds this finished run (same settings) is returned as it is.
     """
     from transformers import set_seed
 
-    from criticrm.models.backbone import display_name, load_tokenizer
+    from criticrm.models.backbone import load_tokenizer
     from criticrm.models.sequences import SequenceBuilder
 
     out_dir = Path(out_dir)
@@ -447,13 +436,11 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     identity = _run_identity(config, data, model_name)
     finished = _finished_run(out_dir, identity)
     if finished is not None and config.resume:
-        print(f"{out_dir} already holds this finished run ({out_dir / MODEL_SUBDIR}); --no-resume trains again")
+        print(f"{out_dir} already holds this finished run ({out_dir / rundir.MODEL_DIR}); resume false trains again")
         return finished
-    pairs = load_training_pairs(data, config.mode)
-    if config.eval_data:
-        train_pairs, eval_pairs = pairs, load_training_pairs(config.eval_data, config.mode)
-    else:
-        train_pairs, eval_pairs = split_by_prompt(pairs, config.eval_fraction, config.seed)
+    # The tokenizer is used before the data loader may fork workers: without this, each of them warns.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    train_pairs, eval_pairs = _training_and_validation_pairs(config, data)
     args = training_arguments(config, out_dir, bool(eval_pairs), use_cpu=use_cpu, show_progress=show_progress)
     _ = args.device  # set up the distributed state now, before any model is loaded (DeepSpeed ZeRO-3 needs this)
     set_seed(config.seed)
@@ -470,6 +457,52 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     model = build_model(config, model_name, args)
     model.reward_config.templates = {name: builder.judge_template(name).hash for name in train_report.templates}
     model.reward_config.training_margin = config.margin_source if train_report.pairs_with_margin else "none"
+    trainer, throughput = _trainer(config, model, args, tokenizer, train_examples, eval_examples, out_dir,
+                                   show_progress, callbacks)
+    checkpoint = last_complete_checkpoint(out_dir) if config.resume else None
+    rundir.guard(out_dir, identity, "checkpoints of a training run", ignore=_HARMLESS_SETTINGS,
+                 start_over=checkpoint is None, write=trainer.is_world_process_zero(),
+                 hint="use another output folder, or set resume false to start over there")
+    if trainer.is_world_process_zero():
+        prepare_resume(out_dir, out_dir / rundir.TRAIN_LOG_FILE, checkpoint)
+        if checkpoint:
+            print(f"resuming from {checkpoint}")
+    trainer.accelerator.wait_for_everyone()
+    train_started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - train_started
+
+    final_metrics = _save_final_model(trainer, config, model_name, train_examples, out_dir)
+    summary = {
+        **_run_summary(trainer, config, model_name, data, out_dir),
+        "train_data": train_report.to_dict(),
+        "eval_data": eval_report.to_dict() if eval_pairs else None,
+        **_throughput(trainer, throughput, train_seconds),
+        "train_loss": result.training_loss,
+        "final_metrics": final_metrics,
+        "margin": {"source": model.reward_config.training_margin, "scale": config.margin_scale,
+                   "pairs_with_margin": train_report.pairs_with_margin},
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "seconds": round(time.perf_counter() - started, 2),
+        "config": asdict(config),
+    }
+    if trainer.is_world_process_zero():
+        write_text_atomic(out_dir / rundir.TRAIN_SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _training_and_validation_pairs(config: TrainConfig, data: str | Path) -> tuple[list, list]:
+    """The training pairs, and the validation pairs: `eval_data`, else `eval_fraction` of the prompts held out."""
+    pairs = load_training_pairs(data, config.mode)
+    if config.eval_data:
+        return pairs, load_training_pairs(config.eval_data, config.mode)
+    return split_by_prompt(pairs, config.eval_fraction, config.seed)
+
+
+def _trainer(config: TrainConfig, model: CriticRewardModel, args: TrainingArguments, tokenizer, train_examples: list,
+             eval_examples: list, out_dir: Path, show_progress: bool, callbacks: list[TrainerCallback] | None
+             ) -> tuple[CriticRMTrainer, ThroughputCallback]:
+    """The trainer over the encoded pairs, with our logging callbacks instead of transformers' printers."""
     schedule = LambdaSchedule(config.lambda_schedule, config.lambda_start, config.lambda_end, config.lambda_rounds,
                               num_epochs=config.epochs)
     train_dataset = PairDataset(train_examples, config.pairing, config.pairs_per_example, config.seed,
@@ -480,27 +513,22 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=PairCollator(tokenizer.pad_token_id, with_critique_loss=config.mode == "critic"),
         processing_class=tokenizer, train_config=config, lambda_schedule=schedule,
-        callbacks=[EpochCallback(train_dataset), JsonlLogCallback(out_dir / LOG_FILE), throughput, *(callbacks or [])],
+        callbacks=[EpochCallback(train_dataset), JsonlLogCallback(out_dir / rundir.TRAIN_LOG_FILE), throughput,
+                   *(callbacks or [])],
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     if show_progress:
         trainer.add_callback(RewardProgressCallback())
+    return trainer, throughput
 
-    checkpoint = last_complete_checkpoint(out_dir) if config.resume else None
-    _check_settings(out_dir, identity,
-                    resuming=checkpoint is not None, main_process=trainer.is_world_process_zero())
-    if trainer.is_world_process_zero():
-        prepare_resume(out_dir, out_dir / LOG_FILE, checkpoint)
-        if checkpoint:
-            print(f"resuming from {checkpoint}")
-    trainer.accelerator.wait_for_everyone()
-    train_started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    train_seconds = time.perf_counter() - train_started
 
+def _save_final_model(trainer: CriticRMTrainer, config: TrainConfig, model_name: str | None, train_examples: list,
+                      out_dir: Path) -> dict[str, float]:
+    """Store the reward statistics (validation set, else a training sample) in the model and save it to
+    `out_dir/model`; returns the final validation metrics (empty without a validation set)."""
     final_metrics: dict[str, float] = {}
-    if eval_dataset is not None:
+    if trainer.eval_dataset is not None:
         final_metrics = trainer.evaluate()
         stats_source, mean, std = "validation", final_metrics["eval_reward_mean"], final_metrics["eval_reward_std"]
     else:
@@ -512,48 +540,50 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     unwrapped.reward_config.reward_stats_source = stats_source
     unwrapped.reward_config.base_model = model_name
     trainer.merge_lora_on_save = config.lora and config.merge_lora
-    model_dir = out_dir / MODEL_SUBDIR
-    trainer.save_model(str(model_dir))
+    trainer.save_model(str(out_dir / rundir.MODEL_DIR))
+    return final_metrics
 
-    trained_tokens = trainer.state.num_input_tokens_seen
-    computed = torch.tensor([float(trainer.computed_tokens)], device=trainer.args.device)
-    computed_tokens = int(trainer.accelerator.gather(computed).sum()) if trainer.args.world_size > 1 else int(computed)
-    session_tokens = trained_tokens - getattr(trainer, "_initial_num_input_tokens_seen", 0)
-    summary = {
+
+def _run_summary(trainer: CriticRMTrainer, config: TrainConfig, model_name: str | None, data: str | Path,
+                 out_dir: Path) -> dict[str, Any]:
+    """What was trained where: mode, model, data, steps, precision, the best checkpoint, reward stats, λ."""
+    from criticrm.models.backbone import display_name
+
+    reward_config = trainer.accelerator.unwrap_model(trainer.model).reward_config
+    return {
         "mode": config.mode,
         "model": display_name(model_name),
         "data": str(data),
-        "model_dir": str(model_dir),
-        "train_data": train_report.to_dict(),
-        "eval_data": eval_report.to_dict() if eval_pairs else None,
+        "model_dir": str(out_dir / rundir.MODEL_DIR),
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "precision": resolve_precision(config.precision),
         "processes": trainer.accelerator.num_processes,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": trainer.state.best_metric,
+        "reward_stats": {"mean": reward_config.reward_mean, "std": reward_config.reward_std,
+                         "source": reward_config.reward_stats_source},
+        # the λ applied at the first and last step: start/end alone misread schedules that ignore them (constant)
+        "lambda_schedule": {"name": config.lambda_schedule, "start": config.lambda_start, "end": config.lambda_end,
+                            "first_step": trainer.lambda_at(0),
+                            "last_step": trainer.lambda_at(max(0, trainer.state.max_steps - 1))},
+    }
+
+
+def _throughput(trainer: CriticRMTrainer, throughput: ThroughputCallback, train_seconds: float) -> dict[str, Any]:
+    """Tokens trained by this session (all processes), per second in optimizer steps and overall, and padding."""
+    trained_tokens = trainer.state.num_input_tokens_seen
+    computed = torch.tensor([float(trainer.computed_tokens)], device=trainer.args.device)
+    computed_tokens = int(trainer.accelerator.gather(computed).sum()) if trainer.args.world_size > 1 else int(computed)
+    session_tokens = trained_tokens - getattr(trainer, "_initial_num_input_tokens_seen", 0)
+    return {
         "train_seconds": round(train_seconds, 2),
         "trained_tokens": session_tokens,  # non-padding tokens trained by this session (all processes)
         "trained_tokens_per_s": throughput.tokens_per_s,  # during optimizer steps only
         "wall_tokens_per_s": round(session_tokens / train_seconds, 2) if train_seconds else None,  # incl. eval, saving
         "computed_tokens": computed_tokens,
         "padding_overhead": round(computed_tokens / session_tokens, 3) if session_tokens else None,
-        "train_loss": result.training_loss,
-        "final_metrics": final_metrics,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_metric": trainer.state.best_metric,
-        "reward_stats": {"mean": mean, "std": std, "source": stats_source},
-        "margin": {"source": unwrapped.reward_config.training_margin, "scale": config.margin_scale,
-                   "pairs_with_margin": train_report.pairs_with_margin},
-        # the λ applied at the first and last step: start/end alone misread schedules that ignore them (constant)
-        "lambda_schedule": {"name": config.lambda_schedule, "start": config.lambda_start, "end": config.lambda_end,
-                            "first_step": trainer.lambda_at(0),
-                            "last_step": trainer.lambda_at(max(0, trainer.state.max_steps - 1))},
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "seconds": round(time.perf_counter() - started, 2),
-        "config": asdict(config),
     }
-    if trainer.is_world_process_zero():
-        write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
-    return summary
 
 
 def _describe_margin(margin: dict[str, Any]) -> str:
@@ -579,34 +609,16 @@ def _run_identity(config: TrainConfig, data: str | Path, model_name: str | None)
             return None
         return str(Path(value).resolve()) if Path(value).exists() else str(value)  # a hub id stays as given
 
-    return {"config": asdict(config), "data": absolute(data), "model": absolute(model_name)}
+    return {**asdict(config), "data": absolute(data), "model": absolute(model_name)}
 
 
 def _finished_run(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The summary of a finished run in `out_dir` with exactly these settings, else None."""
-    summary_path, settings_path = out_dir / SUMMARY_FILE, out_dir / "train_settings.json"
-    if not (summary_path.is_file() and settings_path.is_file() and (out_dir / MODEL_SUBDIR / "criticrm_config.json").is_file()):
+    """The summary of a finished run in `out_dir` with these settings (runtime ones aside), else None."""
+    summary_path = out_dir / rundir.TRAIN_SUMMARY_FILE
+    if not (summary_path.is_file() and is_reward_model_dir(out_dir / rundir.MODEL_DIR)
+            and rundir.same_settings(out_dir, settings, ignore=_RUNTIME_SETTINGS)):
         return None
-    previous = json.loads(settings_path.read_text())
-    same = previous.get("data") == settings["data"] and previous.get("model") == settings["model"] and all(
-        previous.get("config", {}).get(k) == v for k, v in settings["config"].items() if k not in _RUNTIME_SETTINGS)
-    return json.loads(summary_path.read_text()) if same else None
-
-
-def _check_settings(out_dir: Path, settings: dict[str, Any], resuming: bool, main_process: bool) -> None:
-    """Refuse to resume a run whose checkpoints were made with other settings (epochs/max_steps may grow)."""
-    path = out_dir / "train_settings.json"
-    if resuming and path.is_file():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in settings["config"] if k not in _HARMLESS_SETTINGS
-                         and previous.get("config", {}).get(k) != settings["config"][k])
-        changed += [k for k in ("data", "model") if previous.get(k) != settings[k]]
-        if changed:
-            raise CriticRMError(f"{out_dir} holds checkpoints of a run with other settings ({', '.join(changed)} "
-                                "changed); use another --out, or --no-resume to start over there")
-    if main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(settings, indent=2, default=str))
+    return json.loads(summary_path.read_text())
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -629,5 +641,3 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"model: {summary['model_dir']}")
     return "\n".join(lines)
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

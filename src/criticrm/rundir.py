@@ -1,0 +1,153 @@
+"""The run directory: what every stage writes where, and the one guard of a stage folder's settings.
+
+A pipeline run directory holds `config.yaml` and `versions.json` (what ran), the stage-1 data report
+`report.md`, one folder per stage (`critiques`, `filter`, `refine`, `train-<mode>`, `eval-<name>`) and
+the side-by-side `comparison`. The standalone commands write the same folders wherever `--out` says.
+
+Every stage folder records in `settings.json` the settings its outputs were made with (`guard`): a
+stage run again on a folder resumes it only with the same settings and refuses others, never mixing
+records made two ways. When the pipeline finishes a stage it adds the stage's result to the same file
+(`mark_finished`) under a fingerprint of that stage's settings and every earlier stage's, so a later
+run skips the stage while nothing it depends on changed (`finished_result`).
+
+Folders written before this layout (their `stage.json`, `train_settings.json`, `DONE.json`) are read
+the same way, so an older run directory resumes, or is redone and kept aside when its settings differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from criticrm.data.jsonl import write_text_atomic
+from criticrm.errors import ConfigError
+
+# ---- a pipeline run directory ---------------------------------------------------------------------
+CONFIG_FILE = "config.yaml"  # the resolved configuration of the run
+VERSIONS_FILE = "versions.json"  # the software and hardware it ran on
+REPORT_FILE = "report.md"  # a Markdown report (the run's data report; an evaluation folder's report)
+CRITIQUES_DIR, FILTER_DIR, REFINE_DIR, COMPARISON_DIR = "critiques", "filter", "refine", "comparison"
+
+
+def train_dir(mode: str) -> str:
+    return f"train-{mode}"
+
+
+def eval_dir(name: str) -> str:
+    return f"eval-{name}"
+
+
+# ---- the files of each stage folder ---------------------------------------------------------------
+SETTINGS_FILE = "settings.json"  # every stage: the settings its outputs were made with (this module)
+# stage 1a, critique
+PAIRS_FILE = "pairs.jsonl"  # the input pairs (later stages read their texts from here)
+RECORDS_FILE = "critiques.jsonl"  # one critique record per line, appended batch by batch
+RECORDS_PARQUET = "critiques.parquet"
+CRITIQUE_SUMMARY_FILE = "summary.json"
+# stage 1b, filter
+FILTERED_FILE = "filtered.jsonl"
+FILTER_STATS_FILE = "filter_stats.json"
+SOURCE_FILE = "source.json"  # the critique folder it filtered (the data report reads its records)
+# stage 1c, refine
+REFINED_FILE = "refined.jsonl"  # one refined pair per line with what happened, appended batch by batch
+TRAIN_FILE = "train.jsonl"  # the training data: one TrainingPair per line
+TRAIN_PARQUET = "train.parquet"
+REFINE_STATS_FILE = "refine_stats.json"
+# stage 2, train
+MODEL_DIR = "model"  # the trained reward model (see criticrm.models.critic_rm for its files)
+TRAIN_SUMMARY_FILE = "train_summary.json"
+TRAIN_LOG_FILE = "log.jsonl"
+# evaluation
+PROGRESS_FILE = "progress.jsonl"  # finished examples, appended chunk by chunk
+REPORT_JSON = "report.json"  # written last: its presence means the folder is complete
+EXAMPLES_FILE = "examples.jsonl"
+COMPARE_FILE = "compare.md"
+
+_LEGACY_SETTINGS = ("stage.json", "train_settings.json")  # read, never written
+_LEGACY_DONE = "DONE.json"
+
+
+# ---- the guard ------------------------------------------------------------------------------------
+def fingerprint(settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """The folder's record: {"settings": ..., "finished": {...}}, either part absent when not written."""
+    path = Path(folder) / SETTINGS_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    record: dict[str, Any] = {}
+    for name in _LEGACY_SETTINGS:
+        legacy = Path(folder) / name
+        if legacy.is_file():
+            settings = json.loads(legacy.read_text())
+            if name == "train_settings.json":  # {"config": {...}, "data", "model"} -> one flat mapping
+                settings = {**settings.pop("config", {}), **settings}
+            record["settings"] = settings
+    done = Path(folder) / _LEGACY_DONE
+    if done.is_file():
+        record["finished"] = json.loads(done.read_text())
+    return record
+
+
+def changed_settings(recorded: dict[str, Any], settings: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """The keys whose value differs from the record; a key the record lacks (a setting added since
+    the folder was made, which then ran as its default) is not compared."""
+    ignored = set(ignore)
+    return sorted(key for key, value in settings.items()
+                  if key not in ignored and key in recorded and recorded[key] != _jsonable(value))
+
+
+def same_settings(folder: Path, settings: dict[str, Any], ignore: Iterable[str] = ()) -> bool:
+    """Whether the folder's outputs were made with these settings (keys in `ignore` aside)."""
+    record = read_record(folder)
+    return "settings" in record and not changed_settings(record["settings"], settings, ignore)
+
+
+def guard(folder: Path, settings: dict[str, Any], what: str, *, ignore: Iterable[str] = (), start_over: bool = False,
+          hint: str = "use another output folder, or delete this one (the pipeline's run.force moves it aside)",
+          write: bool = True) -> None:
+    """Record `settings` as those of the folder's outputs, or refuse a folder made with other settings.
+
+    Resuming appends to what is there, so mixing settings would silently mix incompatible records.
+    `start_over`: the caller discards what is there, so only the new settings are recorded. `write`
+    False checks only (the processes of a distributed run other than the main one).
+    """
+    folder = Path(folder)
+    record = read_record(folder)
+    if "settings" in record and not start_over:
+        changed = changed_settings(record["settings"], settings, ignore)
+        if changed:
+            raise ConfigError(f"{folder} holds {what} made with other settings ({', '.join(changed)} changed); {hint}")
+    if write:
+        record["settings"] = _jsonable(settings)
+        record.pop("finished", None)  # outputs about to change: the stage is not finished any more
+        _write(folder, record)
+
+
+def finished_result(folder: Path, key: str) -> dict | None:
+    """The result the pipeline recorded for this folder's stage under fingerprint `key`, else None."""
+    finished = read_record(folder).get("finished")
+    return finished["result"] if finished and finished.get("fingerprint") == key else None
+
+
+def mark_finished(folder: Path, key: str, result: dict, seconds: float) -> None:
+    record = read_record(folder)
+    record["finished"] = {"fingerprint": key, "seconds": seconds, "result": result,
+                          "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write(Path(folder), record)
+
+
+def _jsonable(value: Any) -> Any:
+    """The value as it reads back from JSON (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _write(folder: Path, record: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / SETTINGS_FILE, json.dumps(record, indent=2, default=str))
