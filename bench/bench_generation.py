@@ -32,7 +32,7 @@ from criticrm.generation.base import SamplingConfig
 from criticrm.generation.huggingface import HFGenerator
 from criticrm.models.backbone import (
     ModelConfig,
-    _cpu_has_fast_bf16,
+    cpu_has_fast_bf16,
     default_gguf_path,
     load_causal_lm,
     load_tokenizer,
@@ -136,7 +136,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for variant in args.variants:
-        if "bf16" in variant and not _cpu_has_fast_bf16() and not torch.cuda.is_available():
+        if "bf16" in variant and not cpu_has_fast_bf16() and not torch.cuda.is_available():
             results[variant] = {"skipped": "this CPU has no fast bf16 (no AVX-512 BF16 / AMX): bf16 matmuls run "
                                           "hundreds of times slower than fp32 here"}
         elif variant == "llamacpp-server":

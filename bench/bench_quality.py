@@ -1,10 +1,11 @@
 """Reward-model quality on ../shared/data/dev_sections.jsonl: issue 5's comparison table and ablations.
 
-Every model is the default backbone trained on the same pairs: those of a finished `criticrm pipeline`
-run (by default `configs/bench_train300.yaml`, whose run folder is `runs/train300`). Each entry is one
-`criticrm eval` into OUT/<entry>/; an ablation first builds its own training data and model with the
-same CLI and the same config, changing one setting. Every step is a subprocess that resumes where it
-stopped, so the script can be run again after an interruption (or with more entries) at no loss.
+Every model is the default backbone trained on the same pairs: those of the pipeline run of
+`configs/bench_train300.yaml` (run folder `runs/train300`), which this script runs first through the
+library recipe `criticrm.pipeline.run_pipeline` (finished stages are skipped). Each entry is one
+evaluation into OUT/<entry>/; an ablation first builds its own training data and model with the same
+library stages and the same config, changing one setting. Every step resumes where it stopped, so the
+script can be run again after an interruption (or with more entries) at no loss.
 
     python bench/bench_quality.py --per-subset 8                      # every entry
     python bench/bench_quality.py --per-subset 8 --entries critic-m1 standard
@@ -13,17 +14,17 @@ stopped, so the script can be run again after an interruption (or with more entr
 Entries:
 - judge-pointwise / judge-pairwise: the base model as an LLM judge (one greedy sample per response or
   order; the pairwise judge is asked in both orders);
-- judge-pairwise-prob: the same pairwise run read with `--score probability` (each order votes
+- judge-pairwise-prob: the same pairwise run read with score policy `probability` (each order votes
   P(chosen's letter) / (P(A) + P(B)) instead of its written verdict), re-read from the stored run by
-  `judges.revote_pairwise` with no generation: identical to judging again with that flag;
+  `judges.revote_pairwise` with no generation: identical to judging again with that policy;
 - standard / critic-m1 / critic-m4: the pipeline's standard RM and Critic-RM (m = 1 greedy; m = 4
   sampled at T = 0.8, which also gives the m = 1, 2 sampled points of the m-scaling curve);
 - lambda-constant / lambda-reverse: Critic-RM trained with lambda fixed at 0.5 (the mean of the default
   cosine 0.9 -> 0.1, so only the schedule's shape differs) or rising 0.1 -> 0.9;
-- no-filter: no consistency filtering (`filter --keep-all`), then the run's refinement;
+- no-filter: no consistency filtering (filter `keep_all`), then the run's refinement;
 - refine-none / refine-summarize: the run's filtered critiques with another refinement strategy;
 - critic-seed1/2, standard-seed1/2: the pipeline's Critic-RM and standard RM trained again with another
-  `--seed` (head initialisation, batch order and which pairs are held out change; the critique data does
+  `seed` (head initialisation, batch order and which pairs are held out change; the critique data does
   not): the run-to-run spread every other difference has to be read against.
 
 `--per-subset K` evaluates the first K pairs of every subset (a stratified sample; the file has 28
@@ -34,17 +35,29 @@ subsets), so sections are estimated from every subset at a fraction of the cost.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import statistics
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from criticrm import rundir
+from criticrm.data.readers import DataConfig
+from criticrm.data.rewardbench import EvalExample, load_eval_examples
 from criticrm.evaluation.eval_report import load_examples, write_eval_report
 from criticrm.evaluation.judges import position_summary, revote_pairwise
 from criticrm.evaluation.paired import paired_bootstrap
+from criticrm.evaluation.run import EvalConfig, run_evaluation
+from criticrm.generation.base import SamplingConfig
+from criticrm.inference.scorer import ScoringConfig
+from criticrm.models.backbone import ModelConfig
+from criticrm.pipeline import PipelineConfig, run_pipeline
+from criticrm.pipeline.critique import CritiqueConfig
+from criticrm.pipeline.stages import LazyGenerator, filter_stage, refine_stage, stage_report
+from criticrm.training.config import effective_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -57,85 +70,106 @@ SEED_GROUPS = {"Critic-RM, m=1": ("critic-m1", "critic-seed1", "critic-seed2"),
 class Entry:
     name: str
     label: str
-    eval_args: list[str]  # what `criticrm eval` is given besides --data/--out/--per-subset
-    model_dir: str | None = None  # the trained folder this entry evaluates (None: a judge of the base model)
-    prepare: list[list[str]] = field(default_factory=list)  # criticrm commands that build model_dir
+    judge: str | None = None  # evaluate the base model as this LLM judge ...
+    model_dir: str | None = None  # ... or this trained reward-model folder
+    num_critiques: int = 1  # critiques per response (m) of a Critic-RM
+    prepare: Callable[[], None] | None = None  # builds model_dir (an ablation's data and model)
     # (stored pairwise-judge entry, verdict source): re-read that entry's run instead of evaluating
     revote_of: tuple[str, str] | None = None
 
 
-def entries(run_dir: Path, config: Path, work: Path) -> list[Entry]:
+def entries(config: PipelineConfig, work: Path) -> list[Entry]:
     """The table's rows, in order; every path derives from the pipeline run and the ablations folder."""
-    judge = ["--judge-num-critiques", "1", "--judge-temperature", "0"]
-    critic, standard = run_dir / "train-critic" / "model", run_dir / "train-standard" / "model"
-    train = ["train", "--config", str(config)]
+    run_dir = Path(config.run.run_dir)
+    critic, standard = (run_dir / rundir.train_dir(mode) / rundir.MODEL_DIR for mode in ("critic", "standard"))
+    generator = LazyGenerator.of(config.critique, config.model)
 
-    def ablation(name: str, label: str, data: Path, train_flags: list[str], steps: list[list[str]]) -> Entry:
+    def ablation(name: str, label: str, data: Path, steps: Callable[[], None] | None = None, **train) -> Entry:
         out = work / name / "train"
-        return Entry(name, label, ["--name", label], str(out / "model"),
-                     [*steps, [*train, "--data", str(data), "--out", str(out), *train_flags]])
+
+        def prepare() -> None:
+            if steps:
+                steps()
+            _train(config, data, out, **train)
+
+        return Entry(name, label, model_dir=str(out / rundir.MODEL_DIR), prepare=prepare)
+
+    def refined(filter_dir: Path, folder: Path, **changes) -> Callable[[], None]:
+        def step() -> None:
+            refine_stage(filter_dir, dataclasses.replace(config.refine, **changes), generator, folder / "refine")
+            stage_report(folder / "refine", filter_dir, folder / "refine")
+        return step
+
+    def unfiltered() -> None:
+        folder = work / "no-filter"
+        filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, keep_all=True),
+                     folder / "filter")
+        stage_report(folder / "filter", folder / "filter")
+        refined(folder / "filter", folder)()
 
     def reseeded(mode: str, label: str, seed: int) -> Entry:
-        return ablation(f"{mode}-seed{seed}", f"{label}, seed {seed}", run_dir / "refine",
-                        ["--mode", mode, "--seed", str(seed)], [])
+        return ablation(f"{mode}-seed{seed}", f"{label}, seed {seed}", run_dir / rundir.REFINE_DIR, mode=mode, seed=seed)
 
-    refine = ["refine", "--config", str(config)]
+    run_filter = run_dir / rundir.FILTER_DIR
     return [
-        Entry("judge-pointwise", "judge, pointwise", ["--judge", "pointwise", *judge]),
-        Entry("judge-pairwise", "judge, pairwise", ["--judge", "pairwise", *judge]),
-        Entry("judge-pairwise-prob", "judge, pairwise (probability)", [], revote_of=("judge-pairwise", "probability")),
-        Entry("standard", "standard RM", ["--name", "standard RM"], str(standard)),
-        Entry("critic-m1", "Critic-RM, m=1", ["--name", "Critic-RM, m=1"], str(critic)),
-        Entry("critic-m4", "Critic-RM, m=4", ["--name", "Critic-RM, m=4", "--num-critiques", "4"], str(critic)),
-        ablation("lambda-constant", "λ constant 0.5", run_dir / "refine",
-                 ["--lambda-schedule", "constant", "--lambda-start", "0.5"], []),
-        ablation("lambda-reverse", "λ reverse 0.1→0.9", run_dir / "refine", ["--lambda-schedule", "reverse"], []),
-        ablation("no-filter", "no filtering", work / "no-filter" / "refine", [], [
-            ["filter", "--config", str(config), "--critiques", str(run_dir / "critiques"),
-             "--out", str(work / "no-filter" / "filter"), "--keep-all"],
-            [*refine, "--in", str(work / "no-filter" / "filter"), "--out", str(work / "no-filter" / "refine")]]),
-        ablation("refine-none", "refine: none", work / "refine-none" / "refine", [], [
-            [*refine, "--in", str(run_dir / "filter"), "--out", str(work / "refine-none" / "refine"),
-             "--strategy", "none"]]),
-        ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine", [], [
-            [*refine, "--in", str(run_dir / "filter"), "--out", str(work / "refine-summarize" / "refine"),
-             "--strategy", "summarize"]]),
+        Entry("judge-pointwise", "judge, pointwise", judge="pointwise"),
+        Entry("judge-pairwise", "judge, pairwise", judge="pairwise"),
+        Entry("judge-pairwise-prob", "judge, pairwise (probability)", revote_of=("judge-pairwise", "probability")),
+        Entry("standard", "standard RM", model_dir=str(standard)),
+        Entry("critic-m1", "Critic-RM, m=1", model_dir=str(critic)),
+        Entry("critic-m4", "Critic-RM, m=4", model_dir=str(critic), num_critiques=4),
+        ablation("lambda-constant", "λ constant 0.5", run_dir / rundir.REFINE_DIR, lambda_schedule="constant",
+                 lambda_start=0.5),
+        ablation("lambda-reverse", "λ reverse 0.1→0.9", run_dir / rundir.REFINE_DIR, lambda_schedule="reverse"),
+        ablation("no-filter", "no filtering", work / "no-filter" / "refine", unfiltered),
+        ablation("refine-none", "refine: none", work / "refine-none" / "refine",
+                 refined(run_filter, work / "refine-none", strategy="none")),
+        ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine",
+                 refined(run_filter, work / "refine-summarize", strategy="summarize")),
         *(reseeded(mode, label, seed) for mode, label in (("critic", "Critic-RM, m=1"), ("standard", "standard RM"))
           for seed in SEEDS),
     ]
 
 
-def criticrm(args: list[str], log: Path) -> float:
-    """Run one criticrm command (its output appended to `log`); return its wall time in seconds."""
-    started = time.perf_counter()
-    with log.open("a") as handle:
-        handle.write(f"\n$ criticrm {' '.join(args)}\n")
-        handle.flush()
-        result = subprocess.run([sys.executable, "-m", "criticrm", *args], stdout=handle, stderr=subprocess.STDOUT,
-                                cwd=ROOT, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"criticrm {' '.join(args)} failed (exit {result.returncode}); see {log}")
-    return time.perf_counter() - started
+def _train(config: PipelineConfig, data: Path, out: Path, **changes) -> None:
+    """A reward model trained on `data` into `out` with the run's settings and `changes` (resumes `out`)."""
+    from criticrm.training.trainer import train_reward_model
+
+    settings = effective_train_config(dataclasses.replace(config.train, **changes), config.model)
+    train_reward_model(settings, data, out, model_name=config.model.model, use_cpu=config.model.device == "cpu")
+    gc.collect()  # the next ablation trains another model in this process
+
+
+def evaluate(entry: Entry, examples: list[EvalExample], data_name: str, report_dir: Path) -> None:
+    """One evaluation: the base model as a judge (one greedy sample per response or order), or a trained model."""
+    if entry.judge:
+        config, model, sampling = EvalConfig(judge=entry.judge), ModelConfig(), SamplingConfig(num_critiques=1,
+                                                                                               temperature=0.0)
+    else:
+        config, model, sampling = EvalConfig(name=entry.label), ModelConfig(model=entry.model_dir), SamplingConfig()
+    run_evaluation(examples, config, model, ScoringConfig(num_critiques=entry.num_critiques), CritiqueConfig(),
+                   sampling, report_dir, data_name=data_name)
+    gc.collect()
 
 
 def revote(source: Path, report_dir: Path, name: str, verdict_source: str) -> None:
     """A report of the pairwise judge run in `source` read under another verdict source (no generation);
     its meta is the source run's (wall time included: that run produced it) plus what was re-read."""
-    report = json.loads((source / "report.json").read_text())
+    report = json.loads((source / rundir.REPORT_JSON).read_text())
     results = revote_pairwise(load_examples(source), verdict_source)
-    meta = report["meta"] | {"score": verdict_source, "revote_of": str(source / "report.json"),
+    meta = report["meta"] | {"score": verdict_source, "revote_of": str(source / rundir.REPORT_JSON),
                              "position": position_summary(results)}
     write_eval_report(name, results, report_dir, meta)
 
 
 def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
-    report = json.loads((report_dir / "report.json").read_text())
+    report = json.loads((report_dir / rundir.REPORT_JSON).read_text())
     summary, meta = report["summary"], report["meta"]
     row = {"entry": entry.name, "label": entry.label, "model": entry.model_dir or meta.get("model"),
            "examples": summary["n"], "overall": summary["overall"], "accuracy": summary["accuracy"],
            "sections": summary["sections"],
            "ties": summary.get("ties"), "invalid": summary.get("invalid"), "eval_seconds": meta["seconds"],
-           **_bias_and_calibration(summary), "report": _stored_path(report_dir / "report.json")}
+           **_bias_and_calibration(summary), "report": _stored_path(report_dir / rundir.REPORT_JSON)}
     training = training_record(row["model"])
     if training:
         row["training"] = training
@@ -155,7 +189,7 @@ def _bias_and_calibration(summary: dict) -> dict:
 def training_record(model_dir: str | None) -> dict | None:
     """What the training of a reward-model folder recorded (its `train_summary.json`, beside `model/`):
     steps, tokens, time, precision, λ, and the held-out accuracy; None for a judge or a missing folder."""
-    summary_file = Path(model_dir).parent / "train_summary.json" if model_dir else None
+    summary_file = Path(model_dir).parent / rundir.TRAIN_SUMMARY_FILE if model_dir else None
     if summary_file is None or not summary_file.is_file():
         return None
     summary = json.loads(summary_file.read_text())
@@ -249,10 +283,9 @@ def _percent(value) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "train300",
-                        help="a finished pipeline run (critiques, filter, refine, train-critic, train-standard)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "bench_train300.yaml",
-                        help="the run's config: ablations train with its settings")
+                        help="the pipeline config: its run trains the main models, ablations train with its settings")
+    parser.add_argument("--run-dir", type=Path, default=None, help="the pipeline's run folder (default: the config's)")
     parser.add_argument("--data", type=Path, default=SHARED / "dev_sections.jsonl")
     parser.add_argument("--per-subset", type=int, default=None, help="evaluate the first K pairs of each subset")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality-ablations",
@@ -262,30 +295,34 @@ def main() -> None:
                         help="run only these entries (default: all; none: only rewrite the table of stored results)")
     args = parser.parse_args()
 
-    table = entries(args.run_dir, args.config, args.work)
+    config = PipelineConfig.from_yaml(args.config)
+    if args.run_dir:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=str(args.run_dir)))
+    table = entries(config, args.work)
     unknown = set(args.entries or []) - {entry.name for entry in table}
     if unknown:
         parser.error(f"unknown entries {sorted(unknown)}; known: {', '.join(e.name for e in table)}")
+    selected = [entry for entry in table if args.entries is None or entry.name in args.entries]
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "quality.json"
     stored = json.loads(results_path.read_text()) if results_path.exists() else {"entries": {}}
-    log = args.out / "quality.log"
-    sample = ["--per-subset", str(args.per_subset)] if args.per_subset else []
-    for entry in table:
-        if args.entries is not None and entry.name not in args.entries:
-            continue
+    if selected:
+        run_pipeline(config)  # the main models and the critiques every ablation starts from
+        examples = load_eval_examples(DataConfig(data=str(args.data), per_subset=args.per_subset))
+    for entry in selected:
         print(f"[{entry.name}] {entry.label}", flush=True)
-        prepare_seconds = sum(criticrm(step, log) for step in entry.prepare)
-        model = ["--model", entry.model_dir] if entry.model_dir else []
+        started = time.perf_counter()
+        if entry.prepare:
+            entry.prepare()
+        prepare_seconds = time.perf_counter() - started
         report_dir = args.out / entry.name
         if entry.revote_of:
             source, verdict_source = entry.revote_of
             revote(args.out / source, report_dir, entry.label, verdict_source)
         else:
-            criticrm(["eval", "--data", str(args.data), "--out", str(report_dir), *sample, *model,
-                      *entry.eval_args], log)
+            evaluate(entry, examples, str(args.data), report_dir)
         stored["entries"][entry.name] = record(entry, report_dir, prepare_seconds)
-        stored |= {"data": str(args.data), "per_subset": args.per_subset, "run_dir": str(args.run_dir),
+        stored |= {"data": str(args.data), "per_subset": args.per_subset, "run_dir": config.run.run_dir,
                    "updated": time.strftime("%Y-%m-%d %H:%M:%S %z")}
         results_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False))
         print(f"  overall {_percent(stored['entries'][entry.name]['overall'])} "

@@ -72,9 +72,9 @@ class StepTimer:
 
 
 def fast_bf16() -> bool:
-    from criticrm.models.backbone import _cpu_has_fast_bf16
+    from criticrm.models.backbone import cpu_has_fast_bf16
 
-    return torch.cuda.is_available() or _cpu_has_fast_bf16()
+    return torch.cuda.is_available() or cpu_has_fast_bf16()
 
 
 def load_plain_pairs(path: str, count: int) -> list[dict]:

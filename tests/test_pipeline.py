@@ -1,4 +1,4 @@
-"""`criticrm pipeline` end to end on a tiny real model: every stage, the evaluation table, and a re-run."""
+"""The pipeline end to end on a tiny real model: every stage, the evaluation table, and a re-run from Python."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from criticrm import rundir
 from criticrm.cli import main
+from criticrm.pipeline import PipelineConfig, run_pipeline
 from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -36,7 +38,7 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
     assert main(["pipeline", "--config", str(config)]) == 0
     first = capsys.readouterr().out
     for stage in STAGES:
-        assert (tmp_path / "run" / stage / "DONE.json").is_file(), stage
+        assert "finished" in rundir.read_record(tmp_path / "run" / stage), stage
     for stage in STAGES[5:]:
         report = json.loads((tmp_path / "run" / stage / "report.json").read_text())
         assert report["summary"]["n"] == 3
@@ -45,6 +47,7 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
         assert name in table and name in first
     assert table.splitlines()[2].startswith("| | standard RM | judge-pointwise |")
     assert "| Δ overall vs standard RM (95% paired bootstrap) | – | " in table
-    assert main(["pipeline", "--config", str(config)]) == 0
-    second = capsys.readouterr().out
+    logs = []
+    assert run_pipeline(PipelineConfig.from_yaml(config), log=logs.append) == tmp_path / "run"  # the library
+    second = "\n".join(logs)
     assert second.count("skipped") >= len(STAGES) and "Critic-RM (m=1)" in second

@@ -129,7 +129,7 @@ def test_m_scaling_samples_come_from_one_run(critic):
 def test_score_command_writes_one_line_per_row_and_resumes(model_dirs, tmp_path, capsys):
     out = tmp_path / "scores.jsonl"
     args = ["score", "--model", str(model_dirs["critic"]), "--data", str(SAMPLE), "--out", str(out),
-            "--max-new-tokens", "8"]
+            "--scoring.max-new-tokens", "8"]
     assert main([*args, "--limit", "3"]) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 3 and all(set(line) == {"id", "chosen", "rejected", "probability"} for line in lines)
@@ -156,7 +156,7 @@ def test_score_command_writes_one_line_per_row_and_resumes(model_dirs, tmp_path,
 def test_eval_command_reports_a_reward_model_and_compares(model_dirs, tmp_path, capsys):
     for mode in ("critic", "standard"):
         assert main(["eval", "--model", str(model_dirs[mode]), "--data", str(SAMPLE), "--limit", "4",
-                     "--out", str(tmp_path / mode), "--max-new-tokens", "8"]) == 0
+                     "--out", str(tmp_path / mode), "--scoring.max-new-tokens", "8"]) == 0
         report = json.loads((tmp_path / mode / "report.json").read_text())
         assert report["summary"]["n"] == 4
         dump = [json.loads(line) for line in (tmp_path / mode / "examples.jsonl").read_text().splitlines()]
@@ -171,7 +171,7 @@ def test_eval_command_reports_a_reward_model_and_compares(model_dirs, tmp_path, 
 def test_eval_resumes_where_it_stopped_and_refuses_other_settings(model_dirs, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["eval", "--model", str(model_dirs["critic"]), "--data", str(SAMPLE), "--out", str(out),
-            "--max-new-tokens", "8"]
+            "--scoring.max-new-tokens", "8"]
     assert main([*args, "--per-subset", "1"]) == 0
     first = {row["id"]: row for row in map(json.loads, (out / "examples.jsonl").read_text().splitlines())}
     subsets = {e.subset for e in load_eval_examples(DataConfig(data=str(SAMPLE)))}

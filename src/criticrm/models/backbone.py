@@ -163,7 +163,7 @@ def resolve_precision(precision: str, device=None) -> str:
         raise BackboneError(f"dtype must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
     import torch
 
-    device = pick_device(device) if device is None or isinstance(device, str) else device
+    device = pick_device(device or "auto") if device is None or isinstance(device, str) else device
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "fp32"

@@ -131,8 +131,3 @@ class TemplateSet:
         if self.forced:
             return {self.forced.name: self.forced.hash}
         return {name: template.hash for name, template in self._builtins.items()}
-
-    def by_name(self, name: str) -> JudgeTemplate:
-        if self.forced and self.forced.name == name:
-            return self.forced
-        return self._builtins[name]

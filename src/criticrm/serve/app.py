@@ -48,59 +48,86 @@ OPEN_PATHS = ("/health",)
 
 def create_app(scorer: RewardScorer, config: ServerConfig) -> FastAPI:
     """The ASGI app; its lifespan starts the scoring worker and, at shutdown, drains it."""
-    batcher = DynamicBatcher(scorer.score, config.max_batch_size, config.max_wait_ms / 1000,
-                             config.max_queue)
-    model_info = scorer.info()
-    special_tokens = _special_token_pattern(scorer.tokenizer) if config.strip_special_tokens else None
+    service = RewardService(scorer, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        service.batcher.start()
         try:
             yield
         finally:  # uvicorn has already let the requests in flight finish; score anything still queued
-            await asyncio.to_thread(batcher.close, config.request_timeout_s)
+            await asyncio.to_thread(service.batcher.close, config.request_timeout_s)
 
     app = FastAPI(title="criticrm reward server", version=criticrm.__version__, lifespan=lifespan)
     app.add_middleware(RequestGuard, token=config.token, max_body_bytes=config.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    def sampling_key(num_critiques: int | None, temperature: float | None) -> tuple:
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/info")
+    async def info() -> dict:
+        return {**service.model_info, "server": config.limits(), "stats": service.batcher.stats()}
+
+    @app.post("/v1/score", response_model=ScoreResponse)
+    async def score_items(request: ScoreRequest) -> ScoreResponse:
+        return await service.score_items(request)
+
+    @app.post("/get_reward", response_model=GetRewardResponse)
+    async def get_reward(request: GetRewardRequest) -> GetRewardResponse:
+        return await service.get_reward(request)
+
+    return app
+
+
+class RewardService:
+    """What the endpoints do: check a request against the server's limits, queue its items for the
+    batcher, and turn failures into HTTP answers that say what to fix."""
+
+    def __init__(self, scorer: RewardScorer, config: ServerConfig):
+        self.scorer, self.config = scorer, config
+        self.batcher = DynamicBatcher(scorer.score, config.max_batch_size, config.max_wait_ms / 1000,
+                                      config.max_queue)
+        self.model_info = scorer.info()
+        self.special_tokens = _special_token_pattern(scorer.tokenizer) if config.strip_special_tokens else None
+
+    def sampling_key(self, num_critiques: int | None, temperature: float | None) -> tuple:
         """The effective (num_critiques, temperature): requests that resolve alike share a score call."""
-        if scorer.mode == "standard":
+        if self.scorer.mode == "standard":
             return None, None  # no critiques: sampling settings do not apply
-        if num_critiques is not None and num_critiques > config.max_num_critiques:
+        if num_critiques is not None and num_critiques > self.config.max_num_critiques:
             raise HTTPException(422, f"num_critiques={num_critiques} is above this server's limit of "
-                                     f"{config.max_num_critiques} (max_num_critiques)")
+                                     f"{self.config.max_num_critiques} (max_num_critiques)")
         try:
-            sampling = scorer.config.sampling(num_critiques, temperature)
+            sampling = self.scorer.config.sampling(num_critiques, temperature)
         except ConfigError as error:
             raise HTTPException(422, str(error)) from None
         return sampling.num_critiques, sampling.temperature
 
-    def check_sizes(name: str, chars: Iterable[int]) -> None:
+    def check_sizes(self, name: str, chars: Iterable[int]) -> None:
         chars = list(chars)
-        if len(chars) > config.max_items_per_request:
+        if len(chars) > self.config.max_items_per_request:
             raise HTTPException(413, f"{len(chars)} entries in {name}; this server takes at most "
-                                     f"{config.max_items_per_request} per request (max_items_per_request): "
+                                     f"{self.config.max_items_per_request} per request (max_items_per_request): "
                                      "split the request")
         for index, count in enumerate(chars):
-            if count > config.max_chars_per_item:
+            if count > self.config.max_chars_per_item:
                 raise HTTPException(413, f"{name}[{index}] has {count} characters; this server takes at "
-                                         f"most {config.max_chars_per_item} (max_chars_per_item)")
+                                         f"most {self.config.max_chars_per_item} (max_chars_per_item)")
 
-    async def score(items: list[ScoreItem], key: tuple) -> list[ScoreResult]:
+    async def score(self, items: list[ScoreItem], key: tuple) -> list[ScoreResult]:
         try:
-            future = batcher.submit(items, *key)
+            future = self.batcher.submit(items, *key)
         except QueueFullError as error:
             raise HTTPException(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
         except ShuttingDownError as error:
             raise HTTPException(503, str(error)) from None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), config.request_timeout_s)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.config.request_timeout_s)
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"not scored within {config.request_timeout_s:g} s "
+            raise HTTPException(504, f"not scored within {self.config.request_timeout_s:g} s "
                                      "(request_timeout_s): the server is overloaded; retry later or send "
                                      "fewer items") from None
         except GenerationError as error:  # (a CriticRMError too: it comes first)
@@ -111,24 +138,14 @@ def create_app(scorer: RewardScorer, config: ServerConfig) -> FastAPI:
             logger.exception("scoring failed")
             raise HTTPException(500, f"scoring failed: {type(error).__name__}: {error}") from None
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
+    async def score_items(self, request: ScoreRequest) -> ScoreResponse:
+        self.check_sizes("items", (item.chars() for item in request.items))
+        key = self.sampling_key(request.num_critiques, request.temperature)
+        results = await self.score([item.to_score_item() for item in request.items], key)
+        return ScoreResponse(results=[ResultOut.of(r) for r in results], model=self.model_info["model"],
+                             mode=self.model_info["mode"])
 
-    @app.get("/v1/info")
-    async def info() -> dict:
-        return {**model_info, "server": config.limits(), "stats": batcher.stats()}
-
-    @app.post("/v1/score", response_model=ScoreResponse)
-    async def score_items(request: ScoreRequest) -> ScoreResponse:
-        check_sizes("items", (item.chars() for item in request.items))
-        key = sampling_key(request.num_critiques, request.temperature)
-        results = await score([item.to_score_item() for item in request.items], key)
-        return ScoreResponse(results=[ResultOut.of(r) for r in results], model=model_info["model"],
-                             mode=model_info["mode"])
-
-    @app.post("/get_reward", response_model=GetRewardResponse)
-    async def get_reward(request: GetRewardRequest) -> GetRewardResponse:
+    async def get_reward(self, request: GetRewardRequest) -> GetRewardResponse:
         queries, prompts = request.query, request.prompts
         if prompts is None:
             raise HTTPException(422, "prompts is required: each query is split into its prompt and the "
@@ -136,15 +153,15 @@ def create_app(scorer: RewardScorer, config: ServerConfig) -> FastAPI:
         for name, values in (("prompts", prompts), ("labels", request.labels)):
             if values is not None and len(values) != len(queries):
                 raise HTTPException(422, f"{name} has {len(values)} entries but query has {len(queries)}")
-        check_sizes("query", (len(q) for q in queries))
+        self.check_sizes("query", (len(q) for q in queries))
         unsplit = [i for i, (q, p) in enumerate(zip(queries, prompts, strict=True)) if not q.startswith(p)]
         if unsplit:
             first = unsplit[0]
             raise HTTPException(422, f"query[{first}] does not start with prompts[{first}], so its response "
                                      f"cannot be found ({len(unsplit)} such queries: {unsplit[:10]})")
-        items = [ScoreItem(_clean(p, special_tokens), _clean(q[len(p):], special_tokens))
+        items = [ScoreItem(_clean(p, self.special_tokens), _clean(q[len(p):], self.special_tokens))
                  for q, p in zip(queries, prompts, strict=True)]
-        results = await score(items, sampling_key(None, None))
+        results = await self.score(items, self.sampling_key(None, None))
         unscored = [i for i, r in enumerate(results) if math.isnan(r.reward)]
         if unscored:  # only with the model's truncation policy `drop`
             raise HTTPException(422, f"query[{unscored[0]}] could not be scored: it is longer than the "
@@ -155,8 +172,6 @@ def create_app(scorer: RewardScorer, config: ServerConfig) -> FastAPI:
             extra_logs={"reward_spread": [r.spread for r in results],
                         "critique_truncated": [_share_truncated(r) for r in results]},
             critiques=[[CritiqueOut.of(c) for c in r.critiques] for r in results])
-
-    return app
 
 
 class RequestGuard:
