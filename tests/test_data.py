@@ -162,7 +162,7 @@ def test_errors_list_at_most_twenty_and_count_the_rest(tmp_path):
         load(path)
     message = str(caught.value)
     assert "25 problem(s) among 26 row(s)" in message and "... and 5 more" in message
-    assert "--skip-invalid" in message
+    assert "set skip_invalid" in message
 
 
 def test_skip_invalid_skips_and_counts(tmp_path):

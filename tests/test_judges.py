@@ -272,7 +272,7 @@ def test_a_stored_run_re_read_under_each_verdict_source_is_that_run_judged_again
         revote_pairwise(stored, "votes")
     parsed_run, _ = judge_pairwise(PAIRS[:1], make(), ONE, progress=False, verdict_source="parsed")
     assert revote_pairwise(parsed_run, "parsed")[0].chosen == parsed_run[0].chosen
-    with pytest.raises(ValueError, match="p0: judged with --score parsed"):
+    with pytest.raises(ValueError, match="p0: judged with score policy parsed"):
         revote_pairwise(parsed_run, "probability")
     with pytest.raises(ValueError, match="p9: not a pairwise-judge result"):
         revote_pairwise([ExampleResult("p9", "s", None, [1.0], [0.0], [1], [1])], "parsed")

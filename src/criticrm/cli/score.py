@@ -32,6 +32,8 @@ def register(subparsers) -> None:
 def handle(args) -> int:
     configs = resolve(args, SECTIONS)
     data, model, scoring = configs[DataConfig], configs[ModelConfig], configs[ScoringConfig]
+    if not model.model:
+        raise ConfigError("pass --model DIR: a trained reward-model folder (the model/ of `criticrm train`)")
     if not data.data:
         raise ConfigError("no input data: pass --data FILE")
     rows = read_scoring_rows(data, args.response_field)

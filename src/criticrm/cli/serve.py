@@ -38,6 +38,8 @@ def register(subparsers) -> None:
 def handle(args) -> int:
     configs = resolve(args, SECTIONS)
     model, scoring, server_config = configs[ModelConfig], configs[ScoringConfig], configs[ServerConfig]
+    if not model.model:
+        raise ConfigError("pass --model DIR: a trained reward-model folder (the model/ of `criticrm train`)")
     if scoring.num_critiques > server_config.max_num_critiques:
         raise ConfigError(f"--num-critiques {scoring.num_critiques} is above --max-num-critiques "
                           f"{server_config.max_num_critiques}")
