@@ -147,6 +147,7 @@ def label_agreement(records: list[CritiqueRecord], attribute: str,
         value = getattr(record, attribute)
         if value is not None:
             scores[record.pair_id][record.side].append(value)
+
     def counts() -> dict[str, int]:
         return {"pairs": 0, "agree": 0, "disagree": 0, "tie": 0, "unscored": 0}
 
