@@ -1,8 +1,9 @@
 """The data stages of a finished `criticrm pipeline` run, as BENCHMARKS.md reports them (issue 3).
 
-Reads what the stages recorded (each stage's DONE.json: its result and wall time) and writes one JSON
-file plus Markdown tables: pairs in, label agreement of the base model's critique scores (overall and
-per subset), instance and critique keep rates, refine successes and fallbacks, and each stage's time.
+Reads what the stages recorded (each stage's result and wall time, in its `settings.json`; `DONE.json` in
+runs made before that file) and writes one JSON file plus Markdown tables: pairs in, label agreement of
+the base model's critique scores (overall and per subset), instance and critique keep rates, refine
+successes and fallbacks, and each stage's time.
 
     python bench/report_run.py runs/train300 --out bench/results/train300_data.json
 
@@ -16,15 +17,18 @@ import argparse
 import json
 from pathlib import Path
 
-STAGES = ("critiques", "filter", "refine", "train-critic", "train-standard")
+from criticrm import rundir
+
+STAGES = (rundir.CRITIQUES_DIR, rundir.FILTER_DIR, rundir.REFINE_DIR, rundir.train_dir("critic"),
+          rundir.train_dir("standard"))
 
 
 def load(run_dir: Path) -> dict:
     done = {}
     for stage in STAGES:
-        marker = run_dir / stage / "DONE.json"
-        if marker.exists():
-            done[stage] = json.loads(marker.read_text())
+        finished = rundir.read_record(run_dir / stage).get("finished")
+        if finished:
+            done[stage] = finished
     if "filter" not in done:
         raise SystemExit(f"{run_dir}: the filter stage has not finished yet")
     return done

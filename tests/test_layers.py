@@ -13,8 +13,9 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "criticrm"
 # Low to high. Stage 1 (critique, filter, refine and their folders) sits below training; the recipe that
 # runs every stage in order sits above evaluation; the command line on top of everything.
 LAYERS = [
-    ("criticrm", "criticrm.errors", "criticrm.formatting", "criticrm.config", "criticrm.rundir", "criticrm.plots"),
-    ("criticrm.data",),
+    ("criticrm", "criticrm.errors", "criticrm.formatting", "criticrm.config", "criticrm.config_checks",
+     "criticrm.plots"),
+    ("criticrm.data", "criticrm.rundir"),
     ("criticrm.prompts",),
     ("criticrm.models",),
     ("criticrm.generation",),
