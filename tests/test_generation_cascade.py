@@ -111,3 +111,23 @@ def test_reward_from_the_generation_pass_equals_the_training_layout_reward(defau
         [direct] = scorer.model.score_texts(scorer.tokenizer, [(item.prompt, item.response, critique.critique)],
                                             template=scorer._template(item))
         assert critique.reward == pytest.approx(direct, rel=1e-5)  # float32 summation order only
+
+
+def test_packed_bf16_projections_match_the_layers_own(tiny):
+    """On a bf16 CPU model the engine fuses q/k/v and gate/up and prepacks them for oneDNN; its logits are
+    those of the layers' own modules (a copy of the model with packing off)."""
+    import copy
+
+    from criticrm.generation.cascade import _LayerProjections
+
+    model = copy.deepcopy(tiny).to(torch.bfloat16)
+    packed = CascadeEngine(model)
+    if packed.projections[0].packed_qkv is None:
+        pytest.skip("no oneDNN on this build of torch")
+    plain = CascadeEngine(model)
+    plain.projections = [_LayerProjections(layer, None, None, None, None) for layer in model.model.layers]
+    plain.lm_head = None
+    prompts = [list(range(40, 60)), list(range(40, 52))]
+    for rows in (2, 200):  # decoding-sized batches use the packed weights, prefill-sized the plain ones
+        batch = (prompts * rows)[:rows]
+        torch.testing.assert_close(packed.prefill(batch, 8)[1], plain.prefill(batch, 8)[1], atol=2e-2, rtol=2e-2)
