@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from criticrm.models.backbone import load_tokenizer
-from criticrm.models.critic_rm import HEAD_FILE, CriticRewardModel, is_reward_model_dir, load_weights_into
+from criticrm.models.critic_rm import (
+    CONFIG_FILE,
+    CRITICRM_SUBDIR,
+    HEAD_FILE,
+    CriticRewardModel,
+    is_reward_model_dir,
+    load_weights_into,
+)
 from criticrm.models.sequences import pad_sequences
 from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 
@@ -108,6 +116,60 @@ def test_save_then_load_gives_identical_rewards(tiny_dir, tokenizer, tmp_path):
     assert torch.equal(_rewards(fresh, tokenizer), before)
 
 
+def vllm_weight_files(folder: Path) -> list[Path]:
+    """The files vLLM's default loader reads from a local folder (load format auto/hf): every top-level
+    `*.safetensors` (or, when there is none, the shards an index names), filtered by the index when there
+    is one; failing safetensors, `*.bin`, then `*.pt`. From `DefaultModelLoader._prepare_weights` and
+    `filter_duplicate_safetensors_files` (vllm-project/vllm, vllm/model_executor/model_loader/
+    default_loader.py and weight_utils.py)."""
+    index = folder / "model.safetensors.index.json"
+    indexed = sorted({folder / n for n in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() else []
+    files = sorted(folder.glob("*.safetensors")) or [f for f in indexed if f.is_file()]
+    if files:
+        return [f for f in files if f in indexed] if index.is_file() else files
+    return sorted(folder.glob("*.bin")) or sorted(folder.glob("*.pt"))
+
+
+@pytest.mark.parametrize("head_hidden_size", [0, 16])
+def test_the_folder_top_level_is_exactly_a_causal_lm_for_vllm_and_transformers(tiny_dir, tokenizer, tmp_path,
+                                                                               head_hidden_size):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    model = CriticRewardModel.from_backbone(tiny_dir, mode="critic", head_hidden_size=head_hidden_size)
+    folder = model.save(tmp_path / "rm", tokenizer=tokenizer)
+    lm, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    read_by_vllm = set()
+    for file in vllm_weight_files(folder):
+        with safe_open(str(file), framework="pt") as handle:
+            read_by_vllm |= set(handle.keys())
+    assert read_by_vllm and read_by_vllm <= set(lm.state_dict())  # the LM's tensors, nothing else
+    assert {"criticrm/reward_head.safetensors", f"criticrm/{CONFIG_FILE}"} <= {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "critic-mode reward model" in card
+    assert "criticrm score --model" in card
+
+
+def test_a_folder_saved_by_an_earlier_version_still_loads(tiny_dir, tokenizer, tmp_path):
+    model = CriticRewardModel.from_backbone(tiny_dir, mode="critic").eval()
+    _perturb(model)
+    before = _rewards(model, tokenizer)
+    folder = model.save(tmp_path / "old", tokenizer=tokenizer)
+    for name in (HEAD_FILE, CONFIG_FILE):  # the layout before 0.2: head and config beside the LM
+        (folder / CRITICRM_SUBDIR / name).rename(folder / name)
+    (folder / CRITICRM_SUBDIR).rmdir()
+    assert is_reward_model_dir(folder)
+    assert torch.equal(_rewards(CriticRewardModel.load(folder), tokenizer), before)
+    fresh = CriticRewardModel.from_backbone(tiny_dir, mode="critic").eval()
+    load_weights_into(fresh, folder)  # an old checkpoint resumes
+    assert torch.equal(_rewards(fresh, tokenizer), before)
+    CriticRewardModel.load(folder).save(folder, tokenizer=tokenizer)  # saved over: the new layout only
+    assert not (folder / HEAD_FILE).exists() and not (folder / CONFIG_FILE).exists()
+    assert torch.equal(_rewards(CriticRewardModel.load(folder), tokenizer), before)
+
+
 def test_standard_mode_reads_the_end_of_the_response(tiny_dir, tokenizer, tmp_path):
     model = CriticRewardModel.from_backbone(tiny_dir, mode="standard").eval()
     sequence = model.sequence_builder(tokenizer).encode("What is 2+2?", "It is 4.")
@@ -127,7 +189,7 @@ def test_lora_model_saves_and_reloads_its_head(tiny_dir, tokenizer, tmp_path):
     before = _rewards(model, tokenizer)
 
     adapter = model.save(tmp_path / "adapter", tokenizer=tokenizer)
-    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / HEAD_FILE).is_file()
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / CRITICRM_SUBDIR / HEAD_FILE).is_file()
     assert not (adapter / "model.safetensors").exists()
     reloaded = CriticRewardModel.load(adapter)
     assert reloaded.is_lora and reloaded.reward_config.adapter

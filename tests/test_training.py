@@ -215,8 +215,10 @@ def test_lora_training_saves_a_merged_model_with_its_head(tiny_dir, data_file, t
     assert (out / "checkpoint-2" / "adapter_model.safetensors").is_file()  # checkpoints: adapter + head
     model = CriticRewardModel.load(out / "model")
     assert not model.is_lora and (out / "model" / "model.safetensors").is_file()
-    head = load_file(str(out / "model" / "reward_head.safetensors"))
+    head = load_file(str(out / "model" / "criticrm" / "reward_head.safetensors"))
     assert head["net.weight"].abs().max() > 1e-2  # trained with the head's own learning rate
+    card = (out / "model" / "README.md").read_text()  # the model card tells how it was trained
+    assert "## Training" in card and "2 optimizer steps" in card and f"`{data_file}`" in card
 
 
 @pytest.mark.model

@@ -138,12 +138,15 @@ def _public(prefix: str, config) -> dict:
 
 
 def _weights_signature(path: str | None) -> list:
-    """Size and modification time of a model folder's files: a retrained folder is another model."""
+    """Size and modification time of a model folder's files (its `criticrm/` subfolder's too): a retrained
+    folder is another model. The model card is left out: the pipeline adds this evaluation to it."""
+    from criticrm.models.card import CARD_FILE
+
     folder = Path(path or "")
     if not folder.is_dir():
         return []
-    return [[item.name, item.stat().st_size, int(item.stat().st_mtime)] for item in sorted(folder.iterdir())
-            if item.is_file()]
+    return [[item.relative_to(folder).as_posix(), item.stat().st_size, int(item.stat().st_mtime)]
+            for item in sorted(folder.rglob("*")) if item.is_file() and item.name != CARD_FILE]
 
 
 def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: SamplingConfig, generator):

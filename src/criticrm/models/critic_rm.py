@@ -8,9 +8,13 @@ for the whole sequence: with a 49k vocabulary the full logits would cost more th
 
 A saved model is a folder that is, first of all, an ordinary Hugging Face causal-LM folder (config,
 safetensors weights, tokenizer), so `AutoModelForCausalLM`, vLLM or llama.cpp can serve it for critique
-generation; beside it lie `reward_head.safetensors` and `criticrm_config.json`. A LoRA model is saved
-either merged into full weights (servable) or as a `peft` adapter on its base model (small, resumable);
-either way the head is saved too. Nothing is pickled.
+generation. Its top level holds the LM's weights and nothing else that a loader reads: vLLM's default
+loader reads every top-level `*.safetensors` when there is no index, and a reward head there would stop it
+on unknown weight names. So the reward head, `criticrm_config.json` and a user's judge template live in
+the `criticrm/` subfolder, which no LM loader looks into; a generated model card (`README.md`) says what
+the folder is and how to score with it. Folders of earlier versions (head and config beside the LM) still
+load. A LoRA model is saved either merged into full weights (servable) or as a `peft` adapter on its base
+model (small, resumable); either way the head is saved too. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from criticrm.models.sequences import (
 CONFIG_FILE = "criticrm_config.json"
 HEAD_FILE = "reward_head.safetensors"
 TEMPLATE_FILE = "judge_template.yaml"
+CRITICRM_SUBDIR = "criticrm"  # the head, config and template: out of every causal-LM loader's way
 FORMAT_VERSION = 1
 READ_AT = {"critic": "end_of_critique", "standard": "end_of_response"}
 
@@ -329,13 +334,21 @@ class CriticRewardModel(nn.Module):
             with quiet_hf_progress():
                 self.causal_lm.save_pretrained(str(path), state_dict=backbone_sd)
             config.adapter = False
-        save_file(head_sd, str(path / HEAD_FILE), metadata={"format": "pt", "criticrm": "reward_head"})
+        own = path / CRITICRM_SUBDIR
+        own.mkdir(exist_ok=True)
+        for stale in (HEAD_FILE, CONFIG_FILE, TEMPLATE_FILE):  # an earlier version's layout, saved over
+            (path / stale).unlink(missing_ok=True)
+        save_file(head_sd, str(own / HEAD_FILE), metadata={"format": "pt", "criticrm": "reward_head"})
         if config.template and Path(config.template).is_file():  # a user template travels with the model
-            shutil.copyfile(config.template, path / TEMPLATE_FILE)
+            if Path(config.template).resolve() != (own / TEMPLATE_FILE).resolve():
+                shutil.copyfile(config.template, own / TEMPLATE_FILE)
             config.template = TEMPLATE_FILE
         if tokenizer is not None:
             tokenizer.save_pretrained(str(path))
-        (path / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (own / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        from criticrm.models.card import write_model_card
+
+        write_model_card(path, config)
         return path
 
     @classmethod
@@ -364,7 +377,7 @@ class CriticRewardModel(nn.Module):
         else:
             backbone = from_pretrained(str(path), torch_dtype, attn_implementation)
         if config.template == TEMPLATE_FILE:
-            config.template = str(path / TEMPLATE_FILE)
+            config.template = str(criticrm_dir(path) / TEMPLATE_FILE)
         hidden_size = backbone.config.get_text_config().hidden_size
         head = RewardHead(hidden_size, config.head_hidden_size, config.head_init_std)
         head.load_state_dict(_read_head(path))
@@ -417,10 +430,18 @@ def load_weights_into(model: CriticRewardModel, path: str | Path) -> None:
         raise RewardModelError(f"{path} lacks {len(missing)} weight(s) of the model, e.g. {missing[:3]}")
 
 
+def criticrm_dir(path: str | Path) -> Path:
+    """Where a model folder keeps criticrm's own files: `criticrm/`, or the folder itself when it was saved
+    by an earlier version (head and config beside the LM)."""
+    path = Path(path)
+    return path / CRITICRM_SUBDIR if (path / CRITICRM_SUBDIR / CONFIG_FILE).is_file() else path
+
+
 def read_config(path: Path) -> RewardModelConfig:
-    config_path = Path(path) / CONFIG_FILE
+    config_path = criticrm_dir(path) / CONFIG_FILE
     if not config_path.is_file():
-        raise RewardModelError(f"{path} is not a criticrm reward model folder ({CONFIG_FILE} is missing)")
+        raise RewardModelError(f"{path} is not a criticrm reward model folder ({CRITICRM_SUBDIR}/{CONFIG_FILE} "
+                               "is missing)")
     raw = json.loads(config_path.read_text())
     if raw.get("format_version", 0) > FORMAT_VERSION:
         raise RewardModelError(f"{path} was written by a newer criticrm (format {raw['format_version']}); upgrade criticrm")
@@ -428,7 +449,8 @@ def read_config(path: Path) -> RewardModelConfig:
 
 
 def is_reward_model_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / HEAD_FILE).is_file()
+    own = criticrm_dir(path)
+    return (own / CONFIG_FILE).is_file() and (own / HEAD_FILE).is_file()
 
 
 def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -466,7 +488,7 @@ def _is_peft(module: nn.Module) -> bool:
 def _read_head(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    head_path = path / HEAD_FILE
+    head_path = criticrm_dir(path) / HEAD_FILE
     if not head_path.is_file():
-        raise RewardModelError(f"{path} has no {HEAD_FILE}: it is a causal LM, not a reward model")
+        raise RewardModelError(f"{path} has no {CRITICRM_SUBDIR}/{HEAD_FILE}: it is a causal LM, not a reward model")
     return load_file(str(head_path))

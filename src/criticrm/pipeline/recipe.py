@@ -13,6 +13,7 @@ Every stage writes its folder of the run directory (`criticrm.rundir`); finished
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,6 +200,7 @@ def _evaluate(config: PipelineConfig, run_dir: Path, stages: StageRunner, genera
                                   data_name=evaluation.data, generator=shared)
 
         stages.run(stage, _settings(evaluation, eval_config, scoring, stage_sampling, stage_model), eval_stage)
+    _cards_with_evaluation(run_dir)
     # The standard RM comes first: every other column is then given its difference from it (the paper's
     # comparison), with a paired bootstrap interval.
     standard = rundir.eval_dir("standard")
@@ -206,6 +208,18 @@ def _evaluate(config: PipelineConfig, run_dir: Path, stages: StageRunner, genera
     comparison = run_dir / rundir.COMPARISON_DIR
     log(compare_reports([run_dir / stage / rundir.REPORT_JSON for stage in order], comparison))
     return comparison
+
+
+def _cards_with_evaluation(run_dir: Path) -> None:
+    """Each reward model's card now tells its evaluation too (beside its training)."""
+    from criticrm.evaluation.eval_report import load_report
+    from criticrm.models.card import update_model_card
+
+    for mode in TRAIN_MODES:
+        train_dir = run_dir / rundir.train_dir(mode)
+        update_model_card(train_dir / rundir.MODEL_DIR,
+                          training=json.loads((train_dir / rundir.TRAIN_SUMMARY_FILE).read_text()),
+                          evaluation=load_report(run_dir / rundir.eval_dir(mode)))
 
 
 def _settings(*configs) -> dict:

@@ -36,6 +36,7 @@ from criticrm import rundir
 from criticrm.data.jsonl import write_text_atomic
 from criticrm.errors import CriticRMError
 from criticrm.models.backbone import resolve_precision
+from criticrm.models.card import update_model_card
 from criticrm.models.critic_rm import CriticRewardModel, is_reward_model_dir, load_weights_into
 from criticrm.training.checkpoints import last_complete_checkpoint, mark_complete, prepare_resume
 from criticrm.training.config import BEST_METRICS, TrainConfig
@@ -488,6 +489,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     }
     if trainer.is_world_process_zero():
         write_text_atomic(out_dir / rundir.TRAIN_SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+        update_model_card(out_dir / rundir.MODEL_DIR, training=summary)
     return summary
 
 
