@@ -24,6 +24,7 @@ LAYERS = [
     ("criticrm.training",),
     ("criticrm.inference",),
     ("criticrm.evaluation",),
+    ("criticrm.integrations",),  # RLHF adapters; below serve, whose /get_reward splits queries as OpenRLHF sends them
     ("criticrm.serve",),
     ("criticrm.pipeline",),  # the recipe (and the package's lazy exports of it)
     ("criticrm.testing",),  # helpers of the tests and benchmarks: nothing in the library imports them

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from criticrm.cli import main
 from criticrm.data.readers import render_transcript
@@ -135,9 +133,11 @@ def test_get_reward_splits_each_query_at_its_prompt(url, reference):
                                 ScoreItem("user\nName a colour.\nassistant", "Blue.")])
     assert reply.json()["rewards"] == pytest.approx([r.reward for r in expected], rel=1e-4, abs=1e-5)
 
-    mismatch = httpx.post(f"{url}/get_reward", json={"query": ["Q1 A1", "Q2 A2"], "prompts": ["Q1", "Q3"]})
-    assert mismatch.status_code == 422
-    assert "query[1] does not start with prompts[1]" in mismatch.json()["detail"]
+    # a query that does not start with its whole prompt is split where it stops repeating it, not refused
+    # (OpenRLHF drops a reward it gets a 4xx for); tests/test_integrations.py has the cases
+    cut = httpx.post(f"{url}/get_reward", json={"query": ["sky blue? Rayleigh scattering."],
+                                                "prompts": ["Why is the sky blue?"]})
+    assert cut.json()["rewards"] == pytest.approx([expected[0].reward], rel=1e-4, abs=1e-5)
     missing = httpx.post(f"{url}/get_reward", json={"query": ["Q1 A1"]})
     assert missing.status_code == 422 and "prompts is required" in missing.json()["detail"]
     short = httpx.post(f"{url}/get_reward", json={"query": ["Q1 A1", "Q2"], "prompts": ["Q1"]})
@@ -415,45 +415,6 @@ def test_token_auth_and_a_bad_input_failing_only_its_own_request(models):
             assert info["mode"] == "standard" and info["server"]["auth"] is True
             assert info["stats"]["failed_requests"] == 1
             assert client.health() == {"status": "ok"}
-
-
-# ---- RLHF reward functions --------------------------------------------------------------------------------
-
-
-def test_openrlhf_and_verl_reward_functions(url, reference, monkeypatch):
-    import criticrm.serve.reward_func as installed
-
-    # loaded by file path, as OpenRLHF and verl load them
-    spec = importlib.util.spec_from_file_location("reward_func", installed.__file__)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setenv("CRITICRM_URL", url)
-    monkeypatch.setattr(module, "CHUNK", 2)  # 5 queries: 3 concurrent requests
-
-    prompts = [f"Prompt {i}?" for i in range(5)]
-    out = module.reward_func([f"{p} Answer {i}." for i, p in enumerate(prompts)], prompts, ["label"] * 5)
-    direct = reference.score([ScoreItem(p, f"Answer {i}.") for i, p in enumerate(prompts)])
-    assert isinstance(out["rewards"], torch.Tensor)
-    assert out["rewards"].tolist() == pytest.approx([r.reward for r in direct], rel=1e-4)
-    assert torch.equal(out["scores"], out["rewards"])
-    assert set(out["extra_logs"]) == {"reward_spread", "critique_truncated"}
-    assert all(v.shape == (5,) for v in out["extra_logs"].values())
-
-    single = module.compute_score("gsm8k", "4", "4", extra_info={"prompt": "What is 2+2?"})
-    # the data source picks the judge template, as a subset name does (gsm8k: the reasoning template)
-    [direct] = reference.score([ScoreItem("What is 2+2?", "4", subset="gsm8k")])
-    assert single["score"] == pytest.approx(direct.reward, rel=1e-4)
-    assert single["score"] != pytest.approx(reference.score([ScoreItem("What is 2+2?", "4")])[0].reward)
-    chat = [{"role": "user", "content": "Name a fruit."}]
-    batch = module.compute_score_batch(["a", "b"], ["Apple.", "Pear."], [None, None],
-                                       [{"prompt": chat}, {"question": "Name a pear."}])
-    direct = reference.score([ScoreItem("Name a fruit.", "Apple."), ScoreItem("Name a pear.", "Pear.")])
-    assert [b["score"] for b in batch] == pytest.approx([r.reward for r in direct], rel=1e-4)
-    with pytest.raises(ValueError, match="extra_info"):
-        module.compute_score("x", "response", None, extra_info={})
-    monkeypatch.setenv("CRITICRM_URL", url + "/nowhere")
-    with pytest.raises(RuntimeError, match="HTTP 404"):
-        module.compute_score("x", "r", None, extra_info={"prompt": "p"})
 
 
 # ---- the command: startup errors, graceful shutdown -------------------------------------------------------

@@ -406,7 +406,7 @@ def normalise_row(row: dict[str, Any], location: str, config: DataConfig,
         if isinstance(chosen, list):
             shared = _common_prefix_messages(chosen, rejected)
             prompt_text = render_messages(chosen[:shared]) if shared else ""
-            chosen_text, rejected_text = _render_response(chosen[shared:]), _render_response(rejected[shared:])
+            chosen_text, rejected_text = render_response(chosen[shared:]), render_response(rejected[shared:])
             if shared and not _has_user_turn(chosen[:shared]):
                 problems.append(Problem(location, config.prompt_field, "missing field, and the turns chosen and "
                                         "rejected share (the implicit prompt) hold no user turn"))
@@ -422,7 +422,7 @@ def normalise_row(row: dict[str, Any], location: str, config: DataConfig,
         if isinstance(prompt_value, list) and not _has_user_turn(prompt_value):
             problems.append(Problem(location, config.prompt_field, "a conversational prompt needs a user turn, got "
                                     f"roles {', '.join(m['role'] for m in prompt_value)}"))
-        chosen_text, rejected_text = _render_response(chosen), _render_response(rejected)
+        chosen_text, rejected_text = render_response(chosen), render_response(rejected)
         problems += _response_role_problems(chosen, 0, location, config.chosen_field)
         problems += _response_role_problems(rejected, 0, location, config.rejected_field)
 
@@ -495,7 +495,7 @@ def text_field(row: dict[str, Any], column: str, location: str, part: str,
             problems = [Problem(location, column, "a conversational prompt needs a user turn")]
         if problems:
             return problems
-        value = _render_response(value) if part == "response" else render_messages(value)
+        value = render_response(value) if part == "response" else render_messages(value)
     if not isinstance(value, str) or is_blank(value):
         return [Problem(location, column, f"expected non-empty text, got {type(value).__name__}")]
     return value
@@ -513,7 +513,7 @@ def _response_role_problems(value: str | Messages, start: int, location: str, co
             for index, message in enumerate(value[start:], start=start) if message["role"] != "assistant"]
 
 
-def _render_response(value: str | Messages) -> str:
+def render_response(value: str | Messages) -> str:
     """A response given as messages is the text of its turns (normally one assistant message)."""
     if isinstance(value, str):
         return value

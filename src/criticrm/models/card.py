@@ -154,7 +154,7 @@ def write_export_card(path: str | Path, config, pad_token: str, read_token: str,
               f"- The `score` layer has no bias: the score is criticrm's reward minus {bias:.6g} "
               "(`config.criticrm_reward_bias`), which changes no preference between two responses.",
               "- `config.mean` / `config.std` (when training saved reward statistics) are the statistics of the "
-              "score, as OpenRLHF's `normalize_reward` reads them."]
+              "score, as OpenRLHF's `--reward.normalize_enable` reads them."]
     target = Path(path) / CARD_FILE
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target

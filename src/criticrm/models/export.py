@@ -10,7 +10,7 @@ criticrm model is exactly that shape, with two differences this export settles:
   minus that constant (a constant changes no preference, no Bradley-Terry probability and no group-
   normalised advantage); `config.criticrm_reward_bias` keeps it, and OpenRLHF's normalisation statistics
   `config.mean` / `config.std` (read by `_get_reward_model`) are those of the exported score, so OpenRLHF's
-  `normalize_reward` gives criticrm's `--normalize` reward exactly.
+  `--reward.normalize_enable` gives criticrm's `--normalize` reward exactly.
 - The classifier finds its read position by searching for the last token that is not `pad_token_id`; for
   SmolLM2 the pad token is `<|im_end|>`, the very token the reward is read at. The export picks a pad token
   that differs from it and sets it in both the config and the tokenizer.

@@ -1,4 +1,5 @@
-"""HTTP serving of a trained reward model (`criticrm serve`): app, batching, client, RLHF reward functions.
+"""HTTP serving of a trained reward model (`criticrm serve`): app, batching, client.
 
-Kept import-light: `reward_func.py` in here is also loaded by path inside RLHF trainers' environments.
+Kept import-light: the deprecated `reward_func.py` in here may still be loaded by path inside RLHF
+trainers' environments (the adapters now live in `criticrm.integrations`).
 """

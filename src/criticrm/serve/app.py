@@ -30,6 +30,7 @@ import criticrm
 from criticrm.errors import ConfigError, CriticRMError
 from criticrm.generation.openai_compat import GenerationError
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoreResult
+from criticrm.integrations.openrlhf import response_in_query
 from criticrm.serve.batcher import DynamicBatcher, QueueFullError, ShuttingDownError
 from criticrm.serve.config import ServerConfig
 from criticrm.serve.schemas import (
@@ -154,12 +155,8 @@ class RewardService:
             if values is not None and len(values) != len(queries):
                 raise HTTPException(422, f"{name} has {len(values)} entries but query has {len(queries)}")
         self.check_sizes("query", (len(q) for q in queries))
-        unsplit = [i for i, (q, p) in enumerate(zip(queries, prompts, strict=True)) if not q.startswith(p)]
-        if unsplit:
-            first = unsplit[0]
-            raise HTTPException(422, f"query[{first}] does not start with prompts[{first}], so its response "
-                                     f"cannot be found ({len(unsplit)} such queries: {unsplit[:10]})")
-        items = [ScoreItem(_clean(p, self.special_tokens), _clean(q[len(p):], self.special_tokens))
+        # the prompt as OpenRLHF had it; the query may start with only its end (cut to fit the context)
+        items = [ScoreItem(_clean(p, self.special_tokens), _clean(response_in_query(q, p), self.special_tokens))
                  for q, p in zip(queries, prompts, strict=True)]
         results = await self.score(items, self.sampling_key(None, None))
         unscored = [i for i, r in enumerate(results) if math.isnan(r.reward)]
