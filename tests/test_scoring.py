@@ -168,6 +168,39 @@ def test_eval_command_reports_a_reward_model_and_compares(model_dirs, tmp_path, 
     assert "critic (m=1)" in table and "standard (m=1)" in table and "**overall**" in table
 
 
+def test_eval_writes_rewardbench_results_scoring_ties_as_upstream(model_dirs, tmp_path, capsys):
+    from criticrm.evaluation.eval_report import load_examples
+    from criticrm.evaluation.metrics import ties_score
+
+    rows = [{"id": "m1", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "22", "four hundred"], "subset": "Math"},
+            {"id": "m2", "prompt": "3+3?", "chosen": ["6"], "rejected": ["9", "33"], "subset": "Math"},
+            {"id": "ref:0", "prompt": "Name a colour.", "chosen": ["Red."], "rejected": ["Seven.", "A dog."],
+             "subset": "Ties"},
+            {"id": "tied:0", "prompt": "Name a colour.", "chosen": ["Red.", "Blue.", "Green."],
+             "rejected": ["Seven.", "A dog."], "subset": "Ties"}]
+    data = tmp_path / "rb2.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "rb"
+    assert main(["eval", "--model", str(model_dirs["standard"]), "--data", str(data), "--out", str(out),
+                 "--format", "rewardbench"]) == 0
+    text = (out / "rewardbench.json").read_text()
+    results = json.loads(text)
+    assert text == json.dumps(results, indent=4, sort_keys=True)  # as upstream's save_to_hub writes it
+    assert set(results) == {"model", "model_type", "chat_template", "Math", "Ties"}
+    assert (results["model"], results["model_type"], results["chat_template"]) == (
+        str(model_dirs["standard"]), "Seq. Classifier", "tokenizer")
+    report = json.loads((out / "report.json").read_text())["summary"]
+    assert results["Math"] == report["subsets"]["Math"]["accuracy"]
+    ties = [r for r in load_examples(out) if r.subset == "Ties"]
+    assert results["Ties"] == pytest.approx(ties_score(ties)["score"]) and report["subsets"]["Ties"]["ties_score"]
+
+    rows[2]["id"] = "reference-0"  # not RewardBench 2's id: refused before any model loads
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path / "none"), "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "ref:N or tied:N" in capsys.readouterr().err
+
+
 def test_eval_resumes_where_it_stopped_and_refuses_other_settings(model_dirs, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["eval", "--model", str(model_dirs["critic"]), "--data", str(SAMPLE), "--out", str(out),

@@ -47,6 +47,19 @@ def load_eval_examples(config: DataConfig, render_messages: MessageRenderer = re
     return load_records(config, lambda row, location: _example(row, location, config, render_messages)).pairs
 
 
+def is_ties_subset(name: str) -> bool:
+    """RewardBench 2's Ties subset, found by name as upstream does (`subset.lower() == "ties"`)."""
+    return name.lower() == "ties"
+
+
+def ties_id(example_id: str) -> tuple[str, int]:
+    """("ref" | "tied", prompt number) of a Ties example id `ref:N` / `tied:N`."""
+    kind, _, number = example_id.partition(":")
+    if kind not in ("ref", "tied") or not number.isdigit():
+        raise ValueError(f"a Ties example id is ref:N or tied:N (RewardBench 2's ids), got {example_id!r}")
+    return kind, int(number)
+
+
 def _example(row: dict, location: str, config: DataConfig, render_messages: MessageRenderer) -> EvalExample | list[Problem]:
     lists = {}
     for column in (config.chosen_field, config.rejected_field):
@@ -64,13 +77,30 @@ def _example(row: dict, location: str, config: DataConfig, render_messages: Mess
             return pair
         chosen = lists.get(config.chosen_field, [pair.chosen])
         rejected = lists.get(config.rejected_field, [pair.rejected])
-        return EvalExample(pair.id, pair.prompt, list(chosen), list(rejected), pair.subset or "all", pair.section,
-                           pair.domain)
-    pair = normalise_row(row, location, config, render_messages)
-    if isinstance(pair, list):
-        return pair
-    return EvalExample(pair.id, pair.prompt, [pair.chosen], [pair.rejected], pair.subset or "all", pair.section,
-                       pair.domain)
+        example = EvalExample(pair.id, pair.prompt, list(chosen), list(rejected), pair.subset or "all",
+                              pair.section, pair.domain)
+    else:
+        pair = normalise_row(row, location, config, render_messages)
+        if isinstance(pair, list):
+            return pair
+        example = EvalExample(pair.id, pair.prompt, [pair.chosen], [pair.rejected], pair.subset or "all",
+                              pair.section, pair.domain)
+    return _ties_problems(example, location, config) or example
+
+
+def _ties_problems(example: EvalExample, location: str, config: DataConfig) -> list[Problem]:
+    """RewardBench 2's Ties subset is scored by prompt (`metrics.ties_score`): each row needs its upstream id,
+    and a tied row the several correct answers it is about. Checked here, before any model is loaded."""
+    if not is_ties_subset(example.subset):
+        return []
+    try:
+        kind, _ = ties_id(example.id)
+    except ValueError as error:
+        return [Problem(location, config.id_field, str(error))]
+    if kind == "tied" and len(example.chosen) < 2:
+        return [Problem(location, config.chosen_field, "a tied row of the Ties subset lists several correct "
+                                                       f"answers, got {len(example.chosen)}")]
+    return []
 
 
 def _is_response_list(value) -> bool:

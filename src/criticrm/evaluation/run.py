@@ -18,6 +18,7 @@ from criticrm.config import Config, flat_dict
 from criticrm.data.rewardbench import EvalExample
 from criticrm.errors import ConfigError
 from criticrm.evaluation.metrics import ExampleResult
+from criticrm.evaluation.rewardbench import chat_template_name, write_rewardbench_results
 from criticrm.generation.base import SamplingConfig
 from criticrm.inference.scorer import ScoringConfig
 from criticrm.models.backbone import ModelConfig, display_name
@@ -36,6 +37,9 @@ class EvalConfig(Config):
     samples: int = field(default=0, metadata={
         "help": "m-scaling: sample this many critiques per response once (e.g. 8) and report accuracy at m = 1, 2, 4, 8",
         "min": 0})
+    format: Literal["criticrm", "rewardbench"] = field(default="criticrm", metadata={
+        "help": "criticrm (the report only) or rewardbench: also write RewardBench's results file beside it "
+                "(rewardbench.json: model, model_type, chat_template and each subset's score)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,7 +95,10 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
 
         meta["position"] = position_summary(results)
     meta |= {"name": name, "data": data_name, "examples": len(examples), "seconds": round(progress.seconds, 1)}
-    return write_eval_report(name, results, out_dir, meta)
+    summary = write_eval_report(name, results, out_dir, meta)
+    if config.format == "rewardbench":
+        write_rewardbench_results(out_dir, meta, summary)
+    return summary
 
 
 CHUNK_EXAMPLES = 32  # examples evaluated between two saves of progress.jsonl
@@ -158,7 +165,7 @@ def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: S
     generator = generator or generator_for(critique.generator, model, critique.batch_size)
     templates = TemplateSet(critique.template)
     meta = {"kind": f"judge-{judge}", "model": display_name(model.model), "sampling": asdict(sampling),
-            "score": critique.score}
+            "score": critique.score, "chat_template": chat_template_name(generator.tokenizer)}
     if judge == "pairwise":
         template = judges.load_pairwise_template()
         meta |= {"template": template.name, "template_hash": template.hash}
@@ -191,5 +198,5 @@ def _reward_model(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig
                                      on_progress=on_progress)
 
     meta = {"kind": f"reward-model-{scorer.mode}", **scorer.info(), "samples": config.samples,
-            "temperature": scoring.temperature}
+            "temperature": scoring.temperature, "chat_template": chat_template_name(scorer.tokenizer)}
     return evaluate, meta
