@@ -102,6 +102,25 @@ def test_implicit_prompt_text_and_messages(tmp_path):
     assert (pair.prompt, pair.chosen, pair.rejected) == ("Is the sky blue?", "Yes.", "No.")
 
 
+def test_string_prompt_with_whole_conversations_takes_the_shared_turns_as_trl_does(tmp_path):
+    """UltraFeedback's layout: a string prompt, and chosen/rejected that repeat it as their first turn. TRL's
+    `maybe_extract_prompt` (trl/data_utils.py) replaces the prompt with the conversations' shared turns."""
+    user = {"role": "user", "content": "What color is the sky?"}
+    row = {"prompt": "What color is the sky?", "chosen": [user, {"role": "assistant", "content": "It is blue."}],
+           "rejected": [user, {"role": "assistant", "content": "It is green."}]}
+    system = {"role": "system", "content": "Be brief."}
+    longer = {"prompt": "What color is the sky?", "chosen": [system, user, {"role": "assistant", "content": "Blue."}],
+              "rejected": [system, user, {"role": "assistant", "content": "Green."}]}
+    first, second = load(write_jsonl(tmp_path / "u.jsonl", [row, longer])).pairs
+    assert (first.prompt, first.chosen, first.rejected) == ("What color is the sky?", "It is blue.", "It is green.")
+    assert second.prompt == "System: Be brief.\n\nUser: What color is the sky?" and second.chosen == "Blue."
+    # responses that share no turn keep the given prompt
+    alone = {"prompt": "What color is the sky?", "chosen": [{"role": "assistant", "content": "Blue."}],
+             "rejected": [{"role": "assistant", "content": "Green."}]}
+    pair = load(write_jsonl(tmp_path / "a.jsonl", [alone])).pairs[0]
+    assert (pair.prompt, pair.chosen) == ("What color is the sky?", "Blue.")
+
+
 def test_column_mapping(tmp_path):
     rows = [{"question": "Q?", "good": "A", "bad": "B", "uid": 7, "task": "general"}]
     pair = load(write_jsonl(tmp_path / "m.jsonl", rows), prompt_field="question", chosen_field="good",

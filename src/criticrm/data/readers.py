@@ -4,7 +4,7 @@ Accepted inputs: JSONL, JSON (a list of objects, or an object holding one such l
 a `datasets.save_to_disk` folder, or a hub dataset name when online. Accepted row formats are TRL's:
 standard (`prompt`/`chosen`/`rejected` strings), conversational (lists of `{"role", "content"}`
 messages) and implicit prompt (no prompt column; the prompt is the shared prefix of chosen and
-rejected). Every problem is reported with its file, line or row, and field; nothing is dropped silently.
+rejected); a string prompt beside whole conversations is their shared turns, as TRL takes it. Every problem is reported with its file, line or row, and field; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -402,14 +402,19 @@ def normalise_row(row: dict[str, Any], location: str, config: DataConfig,
     if _kind(chosen) != _kind(rejected):
         return [Problem(location, config.rejected_field, f"chosen is {_kind(chosen)} but rejected is {_kind(rejected)}; both must be the same kind")]
 
-    if prompt_value is None:  # implicit-prompt format
+    # A string prompt beside whole conversations (UltraFeedback's layout: the prompt is also the conversations'
+    # shared first turns): the prompt is those turns, as TRL's `maybe_extract_prompt` takes it
+    # (trl/data_utils.py: a prompt whose format differs from chosen's is replaced by the shared prefix).
+    prompt_in_conversations = (isinstance(prompt_value, str) and isinstance(chosen, list)
+                               and _common_prefix_messages(chosen, rejected) > 0)
+    if prompt_value is None or prompt_in_conversations:  # implicit-prompt format
         if isinstance(chosen, list):
             shared = _common_prefix_messages(chosen, rejected)
             prompt_text = render_messages(chosen[:shared]) if shared else ""
             chosen_text, rejected_text = render_response(chosen[shared:]), render_response(rejected[shared:])
             if shared and not _has_user_turn(chosen[:shared]):
-                problems.append(Problem(location, config.prompt_field, "missing field, and the turns chosen and "
-                                        "rejected share (the implicit prompt) hold no user turn"))
+                problems.append(Problem(location, config.prompt_field, "the turns chosen and rejected share "
+                                        "(the prompt) hold no user turn"))
             problems += _response_role_problems(chosen, shared, location, config.chosen_field)
             problems += _response_role_problems(rejected, shared, location, config.rejected_field)
         else:
