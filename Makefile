@@ -1,5 +1,5 @@
 # The two commands of the README's quick start, plus their parts.
-.PHONY: demo test setup setup-dev lint
+.PHONY: demo test setup setup-dev lint lock
 
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,3 +19,6 @@ setup-dev:
 
 lint:
 	$(BIN)/ruff check src tests bench
+
+lock:  ## write constraints.txt from the environment the tests passed in (the versions setup installs)
+	VENV=$(VENV) scripts/lock.sh

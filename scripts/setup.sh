@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up criticrm in a virtual environment (default .venv): torch first, then the package, then the
-# embedded default backbone. Idempotent: a second run only checks what is already there.
+# embedded default backbone, every package at the version in constraints.txt (the lock: the versions the
+# tests passed with; `make lock` rewrites it). Idempotent: a second run only checks what is already there.
 #   scripts/setup.sh            # the package and the default model
 #   scripts/setup.sh --dev      # + test and lint tools, and the llama.cpp server used by the tests
 set -euo pipefail
@@ -25,7 +26,8 @@ pip_run() {
   rm -f "$log"
   return "$status"
 }
-pip_install() { pip_run install "$@"; }
+CONSTRAINTS=$PWD/constraints.txt
+pip_install() { pip_run install --constraint "$CONSTRAINTS" "$@"; }
 
 # 1. torch, pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
 python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
