@@ -47,6 +47,10 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
         assert name in table and name in first
     assert table.splitlines()[2].startswith("| | standard RM | judge-pointwise |")
     assert "| Δ overall vs standard RM (95% paired bootstrap) | – | " in table
+    for mode in ("critic", "standard"):  # each model's card tells its training and its evaluation
+        card = (tmp_path / "run" / f"train-{mode}" / "model" / "README.md").read_text()
+        assert f"# criticrm {mode}-mode reward model" in card and "## Training" in card
+        assert "## Evaluation" in card and "eval_sections.jsonl" in card
     logs = []
     assert run_pipeline(PipelineConfig.from_yaml(config), log=logs.append) == tmp_path / "run"  # the library
     second = "\n".join(logs)
