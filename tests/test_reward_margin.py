@@ -88,7 +88,7 @@ def test_contradicting_judge_scores_leave_the_full_bradley_terry_loss(tiny_dir, 
         losses[source] = step_one(out)["reward_loss"]
         expected_source = "judge" if source == "judge" else "none"
         assert summary["margin"]["source"] == expected_source
-        assert json.loads((out / "model" / "criticrm_config.json").read_text())["training_margin"] == expected_source
+        assert json.loads((out / "model" / "criticrm" / "criticrm_config.json").read_text())["training_margin"] == expected_source
     # by default the pipeline's own critique scores do not touch the loss: full -log σ(0) = log 2 per pair
     assert losses["data"] == losses["none"]
     assert losses["data"] == pytest.approx(math.log(2), abs=0.01)

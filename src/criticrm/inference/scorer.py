@@ -123,7 +123,7 @@ class RewardScorer:
         from criticrm.models.critic_rm import is_reward_model_dir
 
         if not is_reward_model_dir(path):
-            raise ConfigError(f"{path}: not a criticrm reward-model folder (no criticrm_config.json); "
+            raise ConfigError(f"{path}: not a criticrm reward-model folder (no criticrm/criticrm_config.json); "
                               "train one with `criticrm train` or `criticrm pipeline`")
         config = config or ScoringConfig()
         model = CriticRewardModel.load(path, device=device, dtype=dtype)
