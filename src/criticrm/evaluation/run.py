@@ -165,7 +165,7 @@ def _judge(judge: str, model: ModelConfig, critique: CritiqueConfig, sampling: S
     generator = generator or generator_for(critique.generator, model, critique.batch_size)
     templates = TemplateSet(critique.template)
     meta = {"kind": f"judge-{judge}", "model": display_name(model.model), "sampling": asdict(sampling),
-            "score": critique.score, "chat_template": chat_template_name(generator.tokenizer)}
+            "score": critique.score, "chat_template": "tokenizer"}  # judge prompts: the model's own template
     if judge == "pairwise":
         template = judges.load_pairwise_template()
         meta |= {"template": template.name, "template_hash": template.hash}
