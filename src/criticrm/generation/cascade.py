@@ -108,12 +108,27 @@ class CascadeEngine:
         """Read `prompts` (their first `shared` tokens being identical) into a state with one row each;
         returns it and the next-token logits (float32) of every prompt."""
         shared_level = self._shared_prefix(tuple(prompts[0][:shared])) if shared else None
-        ids, valid = left_pad([p[shared:] for p in prompts], self.device)
-        rows = len(prompts)
+        suffixes = [p[shared:] for p in prompts]
+        width = max(len(s) for s in suffixes)
         state = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0, n=1,
-                           next_position=torch.full((rows,), shared, dtype=torch.long, device=self.device))
-        hidden = self._extend_chunked(state, ids, valid)
-        return state, self.logits(hidden[:, -1]).float()
+                           next_position=torch.tensor([len(p) for p in prompts], device=self.device))
+        self._make_room(state, len(prompts), width)
+        state.row_length = width
+        last = [None] * len(prompts)
+        for group in _length_groups(suffixes):
+            # each group is computed without the others' padding, then laid out left-padded in the batch
+            part = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0, n=1,
+                              next_position=torch.full((len(group),), shared, dtype=torch.long, device=self.device))
+            ids, valid = left_pad([suffixes[i] for i in group], self.device)
+            hidden = self._extend_chunked(part, ids, valid)
+            length, index = ids.shape[1], torch.tensor(group, device=self.device)
+            for target, source in ((state.rows.keys, part.rows.keys), (state.rows.values, part.rows.values)):
+                for into, computed in zip(target, source, strict=True):
+                    into[index, :, width - length:width] = computed[:, :, :length]
+            state.rows.valid[index, width - length:width] = valid
+            for row, i in enumerate(group):
+                last[i] = hidden[row, -1]
+        return state, self.logits(torch.stack(last)).float()
 
     def _shared_prefix(self, prefix: tuple[int, ...]) -> _Level:
         """The shared level of a token prefix, computed once and remembered (the last four)."""
@@ -267,6 +282,22 @@ def _merge(partials: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> t
         numerator = numerator + scale * weighted
         denominator = denominator + scale * total
     return numerator / denominator
+
+
+def _length_groups(sequences: list[list[int]], slack: float = 1.25, max_tokens: int = 4096) -> list[list[int]]:
+    """Indices of `sequences` in groups of similar length (the longest at most `slack` times the shortest,
+    at most `max_tokens` padded tokens), so prefill computes little padding."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        length = max(len(sequences[i]), 1)
+        if (group is None or length > slack * max(len(sequences[group[0]]), 1)
+                or length * (len(group) + 1) > max_tokens):
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
 
 
 class _PackedLinear:
