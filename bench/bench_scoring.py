@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default=None, help="fp32 | bf16 | auto (default: the dtype the model was saved in)")
     parser.add_argument("--batch-size", type=int, default=32, help="critiques generated per batch")
+    parser.add_argument("--no-cascade", action="store_true",
+                        help="the model's own forward and a re-read of every reward (the path before the cascade engine)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -42,6 +44,8 @@ def main() -> None:
     items = [ScoreItem(e.prompt, r, e.domain, e.subset) for e in examples for r in (e.chosen[0], e.rejected[0])]
     scorer = RewardScorer.load(args.model, ScoringConfig(max_new_tokens=args.max_new_tokens,
                                                          generation_batch_size=args.batch_size), dtype=args.dtype)
+    if args.no_cascade and scorer.generator is not None:
+        scorer.generator.engine = None
     scorer.score(items[:2])  # warm-up: first-call allocations and kernel selection
     report = {"model": args.model, "mode": scorer.mode, "data": args.data, "pairs": len(examples),
               "max_new_tokens": args.max_new_tokens, "machine": describe(),
