@@ -37,6 +37,8 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
 """)
     assert main(["pipeline", "--config", str(config)]) == 0
     first = capsys.readouterr().out
+    assert not list((tmp_path / "run").glob("round-*")) and not (tmp_path / "run" / rundir.ROUNDS_FILE).exists()
+    assert "Self-training rounds" not in (tmp_path / "run" / rundir.REPORT_FILE).read_text()  # one round: as ever
     for stage in STAGES:
         assert "finished" in rundir.read_record(tmp_path / "run" / stage), stage
     for stage in STAGES[5:]:

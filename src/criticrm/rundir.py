@@ -2,7 +2,10 @@
 
 A pipeline run directory holds `config.yaml` and `versions.json` (what ran), the stage-1 data report
 `report.md`, one folder per stage (`critiques`, `filter`, `refine`, `train-<mode>`, `eval-<name>`) and
-the side-by-side `comparison`. The standalone commands write the same folders wherever `--out` says.
+the side-by-side `comparison`. A run of several self-training rounds keeps round 1 there and each later
+round k in `round-k/`, with the same stage folders (its own data report, Critic-RM and evaluation), and
+sums them up in `rounds.json` and a section of the run's `report.md`. The standalone commands write the
+same folders wherever `--out` says.
 
 Every stage folder records in `settings.json` the settings its outputs were made with (`guard`): a
 stage run again on a folder resumes it only with the same settings and refuses others, never mixing
@@ -31,6 +34,8 @@ CONFIG_FILE = "config.yaml"  # the resolved configuration of the run
 VERSIONS_FILE = "versions.json"  # the software and hardware it ran on
 REPORT_FILE = "report.md"  # a Markdown report (the run's data report; an evaluation folder's report)
 CRITIQUES_DIR, FILTER_DIR, REFINE_DIR, COMPARISON_DIR = "critiques", "filter", "refine", "comparison"
+ROUNDS_FILE = "rounds.json"  # a run of several self-training rounds: each round's numbers
+ROUNDS_PLOT = "rounds.png"
 
 
 def train_dir(mode: str) -> str:
@@ -39,6 +44,12 @@ def train_dir(mode: str) -> str:
 
 def eval_dir(name: str) -> str:
     return f"eval-{name}"
+
+
+def round_dir(run_dir: Path, round_number: int) -> Path:
+    """Where self-training round `round_number` (from 1) works: the run directory itself for round 1, so a
+    one-round run keeps the layout it always had, else its `round-k/` folder."""
+    return Path(run_dir) if round_number == 1 else Path(run_dir) / f"round-{round_number}"
 
 
 # ---- the files of each stage folder ---------------------------------------------------------------

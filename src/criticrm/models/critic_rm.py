@@ -399,7 +399,7 @@ def load_weights_into(model: CriticRewardModel, path: str | Path) -> None:
     from safetensors import safe_open
 
     path = Path(path)
-    model.reward_head.load_state_dict(_read_head(path))
+    load_reward_head(model, path)
     if (path / "adapter_model.safetensors").is_file():
         if not model.is_lora:
             raise RewardModelError(f"{path} holds a LoRA adapter but the model has none")
@@ -428,6 +428,16 @@ def load_weights_into(model: CriticRewardModel, path: str | Path) -> None:
     missing = sorted(set(target) - loaded - tied)
     if missing:
         raise RewardModelError(f"{path} lacks {len(missing)} weight(s) of the model, e.g. {missing[:3]}")
+
+
+@torch.no_grad()
+def load_reward_head(model: CriticRewardModel, path: str | Path) -> None:
+    """Copy the reward head of a saved folder into `model` (resume, or training that continues a saved model)."""
+    try:
+        model.reward_head.load_state_dict(_read_head(Path(path)))
+    except RuntimeError as error:  # torch's message lists every mismatching tensor; the first line says enough
+        raise RewardModelError(f"{path}: its reward head does not fit this model's (another head_hidden_size or "
+                               f"backbone?): {str(error).splitlines()[0]}") from None
 
 
 def criticrm_dir(path: str | Path) -> Path:

@@ -1,4 +1,5 @@
-"""Stage 1a: sample N critiques of every response with the base model, each ending in a score.
+"""Stage 1a: sample N critiques of every response with the base model (or, in a later self-training round,
+the Critic-RM of the round before), each ending in a score.
 
 The pairs themselves are written to `pairs.jsonl` (later stages read texts from there).
 Records are appended to `critiques.jsonl` batch by batch, so a killed run loses at most the batch
@@ -132,7 +133,7 @@ def _mean_or_none(values: list[float]) -> float | None:
 
 def label_agreement(records: list[CritiqueRecord], attribute: str,
                     pairs: list[PreferencePair] | None = None) -> dict[str, dict]:
-    """How often the base model agrees with the human labels, per subset and over "all" pairs.
+    """How often the critiques' model agrees with the human labels, per subset and over "all" pairs.
 
     The one rule: a pair agrees when the mean `attribute` score of its chosen-response critiques is above
     that of its rejected-response critiques; equal means are a tie, and a pair without a score on a side
@@ -168,7 +169,7 @@ def label_agreement(records: list[CritiqueRecord], attribute: str,
 
 
 def summarize(pairs: list[PreferencePair], records: list[CritiqueRecord]) -> dict:
-    """Counts, parse rate, mean scores per side, and how often the base model agrees with the labels."""
+    """Counts, parse rate, mean scores per side, and how often the critiques agree with the labels."""
     total = len(records)
     agreement = {label: label_agreement(records, attribute, pairs) for label, attribute in
                  (("score", "score"), ("parsed", "parsed_score"), ("probability", "probability_score"))}
@@ -198,7 +199,7 @@ def format_summary(summary: dict) -> str:
         f"written score parsed: {percent(summary['parse_rate'])}; probability score: {percent(summary['probability_rate'])}; "
         f"cut at max-new-tokens: {percent(summary['truncated_rate'])}",
         f"mean score chosen {summary['mean_score']['chosen']} vs rejected {summary['mean_score']['rejected']}",
-        "base model agrees with the human label on "
+        "the critiques agree with the human label on "
         f"{percent(agreement['score']['agreement'])} of pairs (parsed only: {percent(agreement['parsed']['agreement'])}, "
         f"probability only: {percent(agreement['probability']['agreement'])})",
     ]

@@ -1,4 +1,4 @@
-"""The data report of stage 1: how good the base model is as a judge, and what the filters kept.
+"""The data report of stage 1: how good the critiquing model is as a judge, and what the filters kept.
 
 `write_data_report` writes `report.md` and its PNG plots into a folder. Every input is optional,
 so the same function reports after filtering alone or after the whole of stage 1.
@@ -42,12 +42,12 @@ def _plot_scores(records: list[CritiqueRecord], path: Path) -> bool:
     return True
 
 
-def _plot_agreement(tables: dict[str, dict[str, dict]], path: Path) -> bool:
+def _plot_agreement(tables: dict[str, dict[str, dict]], path: Path, judge: str) -> bool:
     subsets = list(next(iter(tables.values())).keys()) if tables else []
     if not subsets:
         return False
     series = {label: [table.get(s, {}).get("agreement") for s in subsets] for label, table in tables.items()}
-    grouped_bars(path, subsets, series, "label agreement", "base model vs human label (dashed: chance)", chance=0.5)
+    grouped_bars(path, subsets, series, "label agreement", f"{judge} vs human label (dashed: chance)", chance=0.5)
     return True
 
 
@@ -69,7 +69,7 @@ def _plot_filter(filter_stats: dict, path: Path) -> bool:
 
 
 def report_from_dirs(out_dir: Path, critiques_dir: Path | None = None, filter_dir: Path | None = None,
-                     refine_dir: Path | None = None) -> Path:
+                     refine_dir: Path | None = None, judge: str = "base model") -> Path:
     """`write_data_report` from stage folders on disk (any may be None or not exist yet)."""
     def stats(folder: Path | None, name: str) -> dict | None:
         path = folder / name if folder else None
@@ -80,12 +80,14 @@ def report_from_dirs(out_dir: Path, critiques_dir: Path | None = None, filter_di
         records = [CritiqueRecord.from_dict(row) for row in read_jsonl_repairing(critiques_dir / rundir.RECORDS_FILE)]
     return write_data_report(out_dir, stats(critiques_dir, rundir.CRITIQUE_SUMMARY_FILE),
                              stats(filter_dir, rundir.FILTER_STATS_FILE), stats(refine_dir, rundir.REFINE_STATS_FILE),
-                             records)
+                             records, judge)
 
 
 def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats: dict | None,
-                      refine_stats: dict | None, records: list[CritiqueRecord] | None) -> Path:
-    """Write `report.md` (+ `scores.png`, `agreement.png`, `filter.png`) into `out_dir`; return its path."""
+                      refine_stats: dict | None, records: list[CritiqueRecord] | None, judge: str = "base model") -> Path:
+    """Write `report.md` (+ `scores.png`, `agreement.png`, `filter.png`) into `out_dir`; return its path.
+
+    `judge` names the model that wrote the critiques (a later self-training round's is a trained Critic-RM)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = records or []
@@ -93,7 +95,7 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
     lines = ["# Stage 1 data report", "",
              f"Pairs in: **{pairs_in if pairs_in is not None else 'n/a'}**; critiques: "
              f"**{len(records) or (critique_summary or {}).get('critiques', 'n/a')}**.", ""]
-    lines += _judge_section(out_dir, records, critique_summary)
+    lines += _judge_section(out_dir, records, critique_summary, judge)
     lines += _filter_section(out_dir, filter_stats)
     lines += _refine_section(refine_stats)
     path = out_dir / rundir.REPORT_FILE
@@ -101,9 +103,10 @@ def write_data_report(out_dir: Path, critique_summary: dict | None, filter_stats
     return path
 
 
-def _judge_section(out_dir: Path, records: list[CritiqueRecord], critique_summary: dict | None) -> list[str]:
-    """The base model as a judge: score availability, mean scores per side, label agreement per subset."""
-    lines = ["## The base model as a judge", ""]
+def _judge_section(out_dir: Path, records: list[CritiqueRecord], critique_summary: dict | None,
+                   judge: str) -> list[str]:
+    """The critiquing model as a judge: score availability, mean scores per side, label agreement per subset."""
+    lines = [f"## The {judge} as a judge", ""]
     if not records:
         if critique_summary:
             agreement = critique_summary.get("label_agreement", {})
@@ -139,7 +142,7 @@ def _judge_section(out_dir: Path, records: list[CritiqueRecord], critique_summar
     lines.append("")
     if _plot_scores(records, out_dir / "scores.png"):
         lines += ["![score histograms](scores.png)", ""]
-    if _plot_agreement(tables, out_dir / "agreement.png"):
+    if _plot_agreement(tables, out_dir / "agreement.png", judge):
         lines += ["![label agreement per subset](agreement.png)", ""]
     return lines
 

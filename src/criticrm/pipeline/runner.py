@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from criticrm import rundir
 from criticrm.config import Config
@@ -30,6 +30,8 @@ class RunConfig(Config):
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory: every stage writes its outputs here"})
     force: bool = field(default=False, metadata={"help": "redo every stage, even finished ones (old outputs are kept aside)"})
+    rounds: int = field(default=1, metadata={"help": "self-training rounds: round k+1 samples, filters and refines its critiques with round k's Critic-RM and trains again (round k >= 2 in round-k/)", "min": 1})
+    round_init: Literal["base", "continue"] = field(default="base", metadata={"help": "what round k+1 trains from: base (the base backbone and a fresh head, on round k+1's data) or continue (round k's Critic-RM, reward head included)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -58,19 +60,28 @@ def record_versions(run_dir: Path) -> dict:
 
 
 class StageRunner:
-    """Runs stages in order inside `run_dir`, skipping the finished ones."""
+    """Runs stages in order inside `run_dir`, skipping the finished ones.
 
-    def __init__(self, run_dir: Path, force: bool = False, log: Callable[[str], None] = print):
+    `upstream` starts the fingerprint chain: what the stages depend on beyond their own settings (a
+    self-training round's number and the chain of the round before it); empty for a run's first stages.
+    `label` prefixes the stage names in the log (`round-2/`).
+    """
+
+    def __init__(self, run_dir: Path, force: bool = False, log: Callable[[str], None] = print,
+                 upstream: str = "", label: str = ""):
         self.run_dir = run_dir
         self.force = force
         self.log = log
-        self._upstream = ""  # fingerprint chain: a changed stage invalidates all later ones
+        self.label = label
+        self._upstream = upstream  # fingerprint chain: a changed stage invalidates all later ones
+        self.keys: dict[str, str] = {}  # stage name -> the fingerprint it ran (or was skipped) under
 
     def run(self, name: str, settings: Any, action: Callable[[Path], dict]) -> dict:
         """Run `action(out_dir)` unless the stage already finished with the same settings; return its result."""
         out_dir = self.run_dir / name
         key = rundir.fingerprint({"upstream": self._upstream, "settings": settings})
-        self._upstream = key
+        self._upstream = self.keys[name] = key
+        name = self.label + name
         finished = rundir.read_record(out_dir).get("finished")
         if finished and finished.get("fingerprint") == key and not self.force:
             self.log(f"[{name}] finished earlier with the same settings: skipped (run.force redoes it)")

@@ -41,6 +41,10 @@ class LazyGenerator:
             self._generator = generator_for(self.config, self.model, self.batch_size)
         return self._generator
 
+    def release(self) -> None:
+        """Let go of the loaded model (a self-training round's model is not needed once its data is made)."""
+        self._generator = None
+
 
 def read_pairs(data: DataConfig, model: ModelConfig) -> LoadResult:
     """Load and validate pairs; conversational prompts use the model's chat template if asked.

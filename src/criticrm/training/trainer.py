@@ -37,7 +37,12 @@ from criticrm.data.jsonl import write_text_atomic
 from criticrm.errors import CriticRMError
 from criticrm.models.backbone import resolve_precision
 from criticrm.models.card import update_model_card
-from criticrm.models.critic_rm import CriticRewardModel, is_reward_model_dir, load_weights_into
+from criticrm.models.critic_rm import (
+    CriticRewardModel,
+    is_reward_model_dir,
+    load_reward_head,
+    load_weights_into,
+)
 from criticrm.training.checkpoints import last_complete_checkpoint, mark_complete, prepare_resume
 from criticrm.training.config import BEST_METRICS, TrainConfig
 from criticrm.training.data import (
@@ -386,8 +391,10 @@ def _has_accelerator() -> bool:
             or torch.backends.mps.is_available())
 
 
-def build_model(config: TrainConfig, model_name: str | None, args: TrainingArguments) -> CriticRewardModel:
-    """A fresh two-head model: fp32 master weights for full fine-tuning; for LoRA the frozen base may be bf16."""
+def build_model(config: TrainConfig, model_name: str | None, args: TrainingArguments,
+                head_from: str | Path | None = None) -> CriticRewardModel:
+    """The two-head model on `model_name`: fp32 master weights for full fine-tuning; for LoRA the frozen base
+    may be bf16. The reward head is fresh, or that of the saved reward model `head_from`."""
     base_dtype = torch.float32
     if config.lora and (args.bf16 or args.fp16) and torch.cuda.is_available():
         base_dtype = torch.bfloat16 if args.bf16 else torch.float16
@@ -395,6 +402,8 @@ def build_model(config: TrainConfig, model_name: str | None, args: TrainingArgum
         model_name, mode=config.mode, dtype=base_dtype, attn_implementation=config.attn_implementation,
         template=config.template, max_length=config.max_length, truncation=config.truncation,
         head_hidden_size=config.head_hidden_size, head_init_std=config.head_init_std)
+    if head_from is not None:
+        load_reward_head(model, head_from)
     model.causal_lm.config.use_cache = False
     if config.disable_dropout:
         disable_dropout(model.causal_lm)
@@ -420,8 +429,12 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Path, model_name: str | None = None,
                        use_cpu: bool = False, show_progress: bool = True,
-                       callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
+                       callbacks: list[TrainerCallback] | None = None,
+                       head_from: str | Path | None = None) -> dict[str, Any]:
     """Train a reward model on `data` into `out_dir`; returns (and writes) the training summary.
+
+    `head_from`: a saved reward model folder whose reward head training starts from instead of a fresh one;
+    with `model_name` that same folder (its top level is the causal LM), training continues that model.
 
     `out_dir` receives `checkpoint-*/` (resumable), `log.jsonl` (every logged step), `model/` (the final
     model: the best checkpoint when there is a validation set), `train_summary.json` and `settings.json`.
@@ -434,7 +447,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    identity = _run_identity(config, data, model_name)
+    identity = _run_identity(config, data, model_name, head_from)
     finished = _finished_run(out_dir, identity)
     if finished is not None and config.resume:
         print(f"{out_dir} already holds this finished run ({out_dir / rundir.MODEL_DIR}); resume false trains again")
@@ -455,7 +468,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     if config.mode == "critic" and train_report.supervised_pairs == 0:
         print("warning: no pair carries critique supervision; critic mode then trains the reward head only")
 
-    model = build_model(config, model_name, args)
+    model = build_model(config, model_name, args, head_from)
     model.reward_config.templates = {name: builder.judge_template(name).hash for name in train_report.templates}
     model.reward_config.training_margin = config.margin_source if train_report.pairs_with_margin else "none"
     trainer, throughput = _trainer(config, model, args, tokenizer, train_examples, eval_examples, out_dir,
@@ -484,6 +497,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
         "margin": {"source": model.reward_config.training_margin, "scale": config.margin_scale,
                    "pairs_with_margin": train_report.pairs_with_margin},
         "resumed_from": str(checkpoint) if checkpoint else None,
+        **({"head_from": identity["head_from"]} if head_from else {}),
         "seconds": round(time.perf_counter() - started, 2),
         "config": asdict(config),
     }
@@ -603,15 +617,17 @@ _RUNTIME_SETTINGS = {"resume", "report_to", "logging_steps", "dataloader_workers
 _HARMLESS_SETTINGS = _RUNTIME_SETTINGS | {"max_steps", "epochs"}
 
 
-def _run_identity(config: TrainConfig, data: str | Path, model_name: str | None) -> dict[str, Any]:
-    """What makes two runs the same run: settings, data and model, with local paths made absolute so
-    that `runs/x` and `/home/me/project/runs/x` name the same run."""
+def _run_identity(config: TrainConfig, data: str | Path, model_name: str | None,
+                  head_from: str | Path | None = None) -> dict[str, Any]:
+    """What makes two runs the same run: settings, data, model and starting head, with local paths made
+    absolute so that `runs/x` and `/home/me/project/runs/x` name the same run. (A folder trained before
+    `head_from` existed lacks that key, which is then not compared: it was trained with a fresh head.)"""
     def absolute(value: str | Path | None) -> str | None:
         if value is None:
             return None
         return str(Path(value).resolve()) if Path(value).exists() else str(value)  # a hub id stays as given
 
-    return {**asdict(config), "data": absolute(data), "model": absolute(model_name)}
+    return {**asdict(config), "data": absolute(data), "model": absolute(model_name), "head_from": absolute(head_from)}
 
 
 def _finished_run(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
