@@ -1,4 +1,5 @@
-"""Reward-model quality on ../shared/data/dev_sections.jsonl: issue 5's comparison table and ablations.
+"""Reward-model quality on ../shared/data/dev_sections.jsonl: the comparison table, its ablations, and the
+powered protocol (issue 16: whole-pipeline seeds, length rules, TRL's RewardTrainer, length control).
 
 Every model is the default backbone trained on the same pairs: those of the pipeline run of
 `configs/bench_train300.yaml` (run folder `runs/train300`), which this script runs first through the
@@ -10,8 +11,12 @@ script can be run again after an interruption (or with more entries) at no loss.
     python bench/bench_quality.py --per-subset 8                      # every entry
     python bench/bench_quality.py --per-subset 8 --entries critic-m1 standard
     python bench/bench_quality.py --entries                          # only rewrite the table (quality.md)
+    python bench/bench_quality.py --config configs/bench_protocol.yaml --seeds 3 --out bench/results/protocol
+                                                                     # the powered protocol
 
 Entries:
+- rule-longer / rule-shorter: "the longer (shorter) response wins" — no model; any score a length rule can
+  reach is a length artifact, and the length-controlled column scores both rules 50%;
 - judge-pointwise / judge-pairwise: the base model as an LLM judge (one greedy sample per response or
   order; the pairwise judge is asked in both orders);
 - judge-pairwise-prob: the same pairwise run read with score policy `probability` (each order votes
@@ -23,9 +28,14 @@ Entries:
   cosine 0.9 -> 0.1, so only the schedule's shape differs) or rising 0.1 -> 0.9;
 - no-filter: no consistency filtering (filter `keep_all`), then the run's refinement;
 - refine-none / refine-summarize: the run's filtered critiques with another refinement strategy;
-- critic-seed1/2, standard-seed1/2: the pipeline's Critic-RM and standard RM trained again with another
-  `seed` (head initialisation, batch order and which pairs are held out change; the critique data does
-  not): the run-to-run spread every other difference has to be read against.
+- standard (and standard-seedK): the standard RM, trained on the config's pairs themselves (it needs no
+  critiques: the same pairs, split and settings the Critic-RM gets, with the run's seed);
+- trl-standard: the same standard RM trained by TRL's `RewardTrainer` on the same pairs and budget
+  (`bench/trl_reference.py`; needs `pip install trl`): is our baseline as good as the field's?
+- critic-m1-seedK, standard-seedK (K = 1 .. --seeds - 1): the whole pipeline again with seed +K — its
+  critiques are sampled with another seed and both models are trained with another seed (head
+  initialisation, batch order, held-out pairs) — in the run folder `<run_dir>-seedK`: the run-to-run
+  spread every difference has to be read against.
 
 `--per-subset K` evaluates the first K pairs of every subset (a stratified sample; the file has 28
 subsets), so sections are estimated from every subset at a fraction of the cost. Results: OUT/quality.json
@@ -45,10 +55,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from criticrm import rundir
+from criticrm.data.jsonl import write_jsonl
 from criticrm.data.readers import DataConfig
 from criticrm.data.rewardbench import EvalExample, load_eval_examples
 from criticrm.evaluation.eval_report import load_examples, write_eval_report
 from criticrm.evaluation.judges import position_summary, revote_pairwise
+from criticrm.evaluation.metrics import ExampleResult
 from criticrm.evaluation.paired import paired_bootstrap
 from criticrm.evaluation.run import EvalConfig, run_evaluation
 from criticrm.generation.base import SamplingConfig
@@ -56,14 +68,13 @@ from criticrm.inference.scorer import ScoringConfig
 from criticrm.models.backbone import ModelConfig
 from criticrm.pipeline import PipelineConfig, run_pipeline
 from criticrm.pipeline.critique import CritiqueConfig
-from criticrm.pipeline.stages import LazyGenerator, filter_stage, refine_stage, stage_report
+from criticrm.pipeline.stages import LazyGenerator, filter_stage, read_pairs, refine_stage, stage_report
 from criticrm.training.config import effective_train_config
+from trl_reference import DONE_FILE as TRL_DONE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-SEEDS = (1, 2)  # extra training seeds of the two main models (the config's own seed is the first run)
-SEED_GROUPS = {"Critic-RM, m=1": ("critic-m1", "critic-seed1", "critic-seed2"),
-               "standard RM": ("standard", "standard-seed1", "standard-seed2")}
+MAIN_MODELS = {"critic-m1": "Critic-RM, m=1", "standard": "standard RM"}  # the rows compared seed by seed
 
 
 @dataclass
@@ -71,23 +82,49 @@ class Entry:
     name: str
     label: str
     judge: str | None = None  # evaluate the base model as this LLM judge ...
-    model_dir: str | None = None  # ... or this trained reward-model folder
+    model_dir: str | None = None  # ... or this trained reward-model folder ...
+    # ... or score the examples with this (examples, report folder, data name) -> None (rules, TRL)
+    custom: Callable[[list[EvalExample], Path, str], None] | None = None
     num_critiques: int = 1  # critiques per response (m) of a Critic-RM
     prepare: Callable[[], None] | None = None  # builds model_dir (an ablation's data and model)
     # (stored pairwise-judge entry, verdict source): re-read that entry's run instead of evaluating
     revote_of: tuple[str, str] | None = None
 
 
-def entries(config: PipelineConfig, work: Path) -> list[Entry]:
-    """The table's rows, in order; every path derives from the pipeline run and the ablations folder."""
+def seeded(config: PipelineConfig, k: int) -> PipelineConfig:
+    """Seed +k of the whole pipeline: critique sampling and training reseeded, in `<run_dir>-seedK`."""
+    if k == 0:
+        return config
+    return dataclasses.replace(
+        config, run=dataclasses.replace(config.run, run_dir=f"{config.run.run_dir}-seed{k}"),
+        sampling=dataclasses.replace(config.sampling, seed=config.sampling.seed + k),
+        train=dataclasses.replace(config.train, seed=config.train.seed + k))
+
+
+def seed_suffix(k: int) -> str:
+    return f"-seed{k}" if k else ""
+
+
+def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
+    """The table's rows, in order; every path derives from the pipeline runs and the work folder."""
     run_dir = Path(config.run.run_dir)
-    critic, standard = (run_dir / rundir.train_dir(mode) / rundir.MODEL_DIR for mode in ("critic", "standard"))
+    critic = run_dir / rundir.train_dir("critic") / rundir.MODEL_DIR
     generator = LazyGenerator.of(config.critique, config.model)
+    finished_runs: set[str] = set()
+
+    def main_run(k: int = 0) -> None:
+        """The pipeline run of seed k (its finished stages are skipped), once per process: only the entries
+        that need its critiques or models start it, so the cheap rows never wait for critique generation."""
+        run = seeded(config, k)
+        if run.run.run_dir not in finished_runs:
+            run_pipeline(run)
+            finished_runs.add(run.run.run_dir)
 
     def ablation(name: str, label: str, data: Path, steps: Callable[[], None] | None = None, **train) -> Entry:
         out = work / name / "train"
 
         def prepare() -> None:
+            main_run()
             if steps:
                 steps()
             _train(config, data, out, **train)
@@ -107,17 +144,44 @@ def entries(config: PipelineConfig, work: Path) -> list[Entry]:
         stage_report(folder / "filter", folder / "filter")
         refined(folder / "filter", folder)()
 
-    def reseeded(mode: str, label: str, seed: int) -> Entry:
-        return ablation(f"{mode}-seed{seed}", f"{label}, seed {seed}", run_dir / rundir.REFINE_DIR, mode=mode, seed=seed)
+    def standard(k: int) -> Entry:
+        """The standard RM of seed k, trained on the config's pairs (written once into the work folder)."""
+        out = work / f"standard{seed_suffix(k)}" / "train"
+        return Entry(f"standard{seed_suffix(k)}", f"standard RM{_seed_label(k)}", model_dir=str(out / rundir.MODEL_DIR),
+                     prepare=lambda: _train(seeded(config, k), pairs_file(config, work), out, mode="standard"))
+
+    def critic_of_seed(k: int) -> Entry:
+        model = Path(seeded(config, k).run.run_dir) / rundir.train_dir("critic") / rundir.MODEL_DIR
+        return Entry(f"critic-m1{seed_suffix(k)}", f"Critic-RM, m=1{_seed_label(k)}", model_dir=str(model),
+                     prepare=lambda: main_run(k))
+
+    def trl_reference() -> Entry:
+        out = work / "trl-standard"
+
+        def score(examples: list[EvalExample], report_dir: Path, data_name: str) -> None:
+            from trl_reference import score_trl, train_trl
+
+            settings = effective_train_config(dataclasses.replace(config.train, mode="standard"), config.model)
+            model_dir = train_trl(pairs_file(config, work), out, settings, config.model.model)
+            started = time.perf_counter()
+            results = score_trl(model_dir, examples)
+            write_eval_report("TRL RewardTrainer", results, report_dir,
+                              {"model": str(model_dir), "data": data_name, "kind": "trl-reward-trainer",
+                               "seconds": round(time.perf_counter() - started, 1)})
+
+        return Entry("trl-standard", "standard RM (TRL RewardTrainer)", custom=score)
 
     run_filter = run_dir / rundir.FILTER_DIR
     return [
+        Entry("rule-longer", "rule: longer response wins", custom=length_rule(longer=True)),
+        Entry("rule-shorter", "rule: shorter response wins", custom=length_rule(longer=False)),
         Entry("judge-pointwise", "judge, pointwise", judge="pointwise"),
         Entry("judge-pairwise", "judge, pairwise", judge="pairwise"),
         Entry("judge-pairwise-prob", "judge, pairwise (probability)", revote_of=("judge-pairwise", "probability")),
-        Entry("standard", "standard RM", model_dir=str(standard)),
-        Entry("critic-m1", "Critic-RM, m=1", model_dir=str(critic)),
-        Entry("critic-m4", "Critic-RM, m=4", model_dir=str(critic), num_critiques=4),
+        standard(0),
+        trl_reference(),
+        critic_of_seed(0),
+        Entry("critic-m4", "Critic-RM, m=4", model_dir=str(critic), num_critiques=4, prepare=main_run),
         ablation("lambda-constant", "λ constant 0.5", run_dir / rundir.REFINE_DIR, lambda_schedule="constant",
                  lambda_start=0.5),
         ablation("lambda-reverse", "λ reverse 0.1→0.9", run_dir / rundir.REFINE_DIR, lambda_schedule="reverse"),
@@ -126,9 +190,38 @@ def entries(config: PipelineConfig, work: Path) -> list[Entry]:
                  refined(run_filter, work / "refine-none", strategy="none")),
         ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine",
                  refined(run_filter, work / "refine-summarize", strategy="summarize")),
-        *(reseeded(mode, label, seed) for mode, label in (("critic", "Critic-RM, m=1"), ("standard", "standard RM"))
-          for seed in SEEDS),
+        *(entry for k in range(1, seeds) for entry in (standard(k), critic_of_seed(k))),
     ]
+
+
+def _seed_label(k: int) -> str:
+    return f", seed +{k}" if k else ""
+
+
+def pairs_file(config: PipelineConfig, work: Path) -> Path:
+    """The config's pairs (its data section: file, columns, limit) as a plain preference file, for the models
+    that train on pairs alone (the standard RMs); written once."""
+    path = work / "pairs.jsonl"
+    if not path.is_file():
+        pairs = read_pairs(config.data, config.model).pairs
+        work.mkdir(parents=True, exist_ok=True)
+        write_jsonl(path, ({"id": p.id, "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs))
+    return path
+
+
+def length_rule(longer: bool) -> Callable[[list[EvalExample], Path, str], None]:
+    """A rule that scores each response by its length in characters (or minus it): no model, no cost."""
+    sign = 1.0 if longer else -1.0
+
+    def score(examples: list[EvalExample], report_dir: Path, data_name: str) -> None:
+        results = [ExampleResult(id=e.id, subset=e.subset, section=e.section,
+                                 chosen=[sign * len(t) for t in e.chosen], rejected=[sign * len(t) for t in e.rejected],
+                                 chosen_chars=[len(t) for t in e.chosen], rejected_chars=[len(t) for t in e.rejected])
+                   for e in examples]
+        write_eval_report(f"{'longer' if longer else 'shorter'} response wins", results, report_dir,
+                          {"model": None, "data": data_name, "kind": "length-rule", "seconds": 0.0})
+
+    return score
 
 
 def _train(config: PipelineConfig, data: Path, out: Path, **changes) -> None:
@@ -141,7 +234,11 @@ def _train(config: PipelineConfig, data: Path, out: Path, **changes) -> None:
 
 
 def evaluate(entry: Entry, examples: list[EvalExample], data_name: str, report_dir: Path) -> None:
-    """One evaluation: the base model as a judge (one greedy sample per response or order), or a trained model."""
+    """One evaluation: the base model as a judge (one greedy sample per response or order), a trained model,
+    or the entry's own scoring (a rule, TRL's model)."""
+    if entry.custom:
+        entry.custom(examples, report_dir, data_name)
+        return
     if entry.judge:
         config, model, sampling = EvalConfig(judge=entry.judge), ModelConfig(), SamplingConfig(num_critiques=1,
                                                                                                temperature=0.0)
@@ -183,13 +280,20 @@ def record(entry: Entry, report_dir: Path, prepare_seconds: float) -> dict:
 
 
 def _bias_and_calibration(summary: dict) -> dict:
-    return {"length_bias": summary.get("length_bias"), "ece": (summary.get("calibration") or {}).get("ece")}
+    return {"length_bias": summary.get("length_bias"), "length_controlled": summary.get("length_controlled_accuracy"),
+            "ece": (summary.get("calibration") or {}).get("ece")}
 
 
 def training_record(model_dir: str | None) -> dict | None:
     """What the training of a reward-model folder recorded (its `train_summary.json`, beside `model/`):
     steps, tokens, time, precision, λ, and the held-out accuracy; None for a judge or a missing folder."""
     summary_file = Path(model_dir).parent / rundir.TRAIN_SUMMARY_FILE if model_dir else None
+    trl_file = Path(model_dir).parent / TRL_DONE_FILE if model_dir else None
+    if trl_file is not None and trl_file.is_file():
+        trl = json.loads(trl_file.read_text())
+        return {"mode": "standard (TRL)", "steps": trl["steps"], "trained_tokens": None,
+                "train_seconds": trl["train_seconds"], "precision": trl["precision"], "lambda_schedule": None,
+                "held_out_accuracy": None, "held_out_pairs": trl["held_out_pairs"], "seed": trl["seed"]}
     if summary_file is None or not summary_file.is_file():
         return None
     summary = json.loads(summary_file.read_text())
@@ -209,7 +313,8 @@ def details(rows: list[dict]) -> str:
         bias, training = row.get("length_bias") or {}, row.get("training") or {}
         held_out = (f"{_percent(training['held_out_accuracy'])} ({training['held_out_pairs']})"
                     if training.get("held_out_accuracy") is not None else "–")
-        trained = (f"{training['steps']} steps, {training['trained_tokens']:,} tok, {training['train_seconds'] / 60:.0f} min"
+        tokens = f", {training['trained_tokens']:,} tok" if training.get("trained_tokens") else ""
+        trained = (f"{training['steps']} steps{tokens}, {training['train_seconds'] / 60:.0f} min"
                    if training.get("train_seconds") else "–")
         ece = "–" if row.get("ece") is None else f"{row['ece']:.3f}"
         lines.append(f"| {row['label']} | {_percent(row['accuracy'])} | {row.get('ties') or 0} | "
@@ -228,14 +333,14 @@ def markdown(rows: list[dict], references: tuple[str, ...] = ("standard", "criti
     RM is the method's baseline; Critic-RM m = 1 is what every ablation changes one setting of."""
     sections = sorted({name for row in rows for name in row["sections"]})
     bases = [row for name in references for row in rows if row["entry"] == name]
-    head = ("| model | " + " | ".join(sections) + " | overall | "
+    head = ("| model | " + " | ".join(sections) + " | overall | length-controlled | "
             + "".join(f"Δ vs {base['label']} | " for base in bases) + "pairs |")
-    lines = [head, "|" + "---|" * (len(sections) + len(bases) + 3)]
+    lines = [head, "|" + "---|" * (len(sections) + len(bases) + 4)]
     for row in rows:
         cells = [_percent(row["sections"].get(name)) for name in sections]
         differences = "".join(f"{_difference(base, row)} | " for base in bases)
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | **{_percent(row['overall'])}** | "
-                     f"{differences}{row['examples']} |")
+                     f"{_percent(row.get('length_controlled'))} | {differences}{row['examples']} |")
     return "\n".join(lines)
 
 
@@ -246,23 +351,54 @@ def _difference(base: dict, row: dict) -> str:
     return f"{100 * paired.difference:+.1f} [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}]"
 
 
-def seed_spread(entries: dict[str, dict]) -> str:
-    """Mean, standard deviation and range of the overall score over the seeds of each main model, and the
-    Critic-RM's lead over the standard RM per seed (seed i against seed i): how far a one-seed difference
-    can move by chance. Empty until every seed of a group is stored."""
-    groups = {label: [entries[name] for name in names] for label, names in SEED_GROUPS.items()
-              if all(name in entries for name in names)}
-    if not groups:
+def seed_spread(entries: dict[str, dict], seeds: int) -> str:
+    """Each main model's overall and length-controlled score seed by seed (whole-pipeline seeds), their mean
+    and min–max, and the Critic-RM's lead over the standard RM of the same seed with its 95% paired interval:
+    how far a one-seed difference can move by chance. Lists whatever seeds are stored so far."""
+    groups = {label: [entries[f"{name}{seed_suffix(k)}"] for k in range(seeds) if f"{name}{seed_suffix(k)}" in entries]
+              for name, label in MAIN_MODELS.items()}
+    if not any(len(rows) > 1 for rows in groups.values()):
         return ""
-    lines = ["| model | seeds | overall per seed | mean | std | range |", "|---|---|---|---|---|---|"]
+    lines = ["| model | seeds | overall per seed | mean | min–max | length-controlled per seed | mean |",
+             "|---|---|---|---|---|---|---|"]
     for label, rows in groups.items():
+        if not rows:
+            continue
         scores = [100 * row["overall"] for row in rows]
-        lines.append(f"| {label} | {len(scores)} | {', '.join(f'{v:.1f}' for v in scores)} | {statistics.mean(scores):.1f} "
-                     f"| {statistics.stdev(scores):.1f} | {max(scores) - min(scores):.1f} |")
-    if len(groups) == len(SEED_GROUPS):
-        critic, standard = (groups[label] for label in SEED_GROUPS)
-        leads = [_difference(base, row) for base, row in zip(standard, critic, strict=True)]
-        lines.append(f"\nCritic-RM minus standard RM, seed by seed [95% paired CI]: {'; '.join(leads)}")
+        controlled = [100 * row["length_controlled"] for row in rows if row.get("length_controlled") is not None]
+        lines.append(f"| {label} | {len(scores)} | {', '.join(f'{v:.1f}' for v in scores)} | "
+                     f"{statistics.mean(scores):.1f} | {min(scores):.1f}–{max(scores):.1f} | "
+                     f"{', '.join(f'{v:.1f}' for v in controlled)} | "
+                     f"{statistics.mean(controlled):.1f} |" if controlled else " – | – |")
+    leads = []
+    for k in range(seeds):
+        critic, standard = (entries.get(f"{name}{seed_suffix(k)}") for name in MAIN_MODELS)
+        if critic and standard:
+            controlled = ("–" if critic.get("length_controlled") is None or standard.get("length_controlled") is None
+                          else f"{100 * (critic['length_controlled'] - standard['length_controlled']):+.1f}")
+            leads.append(f"seed +{k}: {_difference(standard, critic)} (length-controlled {controlled})")
+    if leads:
+        lines.append(f"\nCritic-RM minus standard RM, seed by seed, overall [95% paired CI]: {'; '.join(leads)}")
+    return "\n".join(lines)
+
+
+def wall_times(config: PipelineConfig, rows: list[dict], seeds: int) -> str:
+    """What each step cost: every pipeline run's stages (from their run records) and each entry's training
+    and evaluation, in minutes on the machine that ran them."""
+    lines = ["| step | minutes |", "|---|---|"]
+    for k in range(seeds):
+        run_dir = Path(seeded(config, k).run.run_dir)
+        for stage in (rundir.CRITIQUES_DIR, rundir.FILTER_DIR, rundir.REFINE_DIR, rundir.train_dir("critic"),
+                      rundir.train_dir("standard")):
+            finished = rundir.read_record(run_dir / stage).get("finished")
+            if finished and finished.get("seconds") is not None:
+                lines.append(f"| pipeline{_seed_label(k)}: {stage} | {finished['seconds'] / 60:.1f} |")
+    for row in rows:
+        training = row.get("training") or {}
+        if training.get("train_seconds") and row["entry"].startswith(("standard", "trl", "lambda", "no-filter",
+                                                                      "refine")):
+            lines.append(f"| {row['label']}: training | {training['train_seconds'] / 60:.1f} |")
+        lines.append(f"| {row['label']}: evaluation | {row['eval_seconds'] / 60:.1f} |")
     return "\n".join(lines)
 
 
@@ -291,6 +427,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality-ablations",
                         help="where ablations keep their data and models")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="whole-pipeline seeds of the Critic-RM and the standard RM (the protocol: 3)")
     parser.add_argument("--entries", nargs="*", default=None,
                         help="run only these entries (default: all; none: only rewrite the table of stored results)")
     args = parser.parse_args()
@@ -298,7 +436,7 @@ def main() -> None:
     config = PipelineConfig.from_yaml(args.config)
     if args.run_dir:
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=str(args.run_dir)))
-    table = entries(config, args.work)
+    table = entries(config, args.work, args.seeds)
     unknown = set(args.entries or []) - {entry.name for entry in table}
     if unknown:
         parser.error(f"unknown entries {sorted(unknown)}; known: {', '.join(e.name for e in table)}")
@@ -307,7 +445,6 @@ def main() -> None:
     results_path = args.out / "quality.json"
     stored = json.loads(results_path.read_text()) if results_path.exists() else {"entries": {}}
     if selected:
-        run_pipeline(config)  # the main models and the critiques every ablation starts from
         examples = load_eval_examples(DataConfig(data=str(args.data), per_subset=args.per_subset))
     for entry in selected:
         print(f"[{entry.name}] {entry.label}", flush=True)
@@ -331,15 +468,16 @@ def main() -> None:
     rows = [stored["entries"][name] for name in order if name in stored["entries"]]
     for row in rows:  # rows recorded before these fields existed get them while their files are still here
         report_file = ROOT / row["report"]
-        if "length_bias" not in row and report_file.is_file():
+        if "length_controlled" not in row and report_file.is_file():
             row |= _bias_and_calibration(json.loads(report_file.read_text())["summary"])
         if "training" not in row and (training := training_record(row["model"])):
             row["training"] = training
     results_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False))
     text = markdown(rows) + "\n\n" + details(rows)
-    spread = seed_spread(stored["entries"])
+    spread = seed_spread(stored["entries"], args.seeds)
     if spread:
-        text += "\n\nSeed spread (overall):\n\n" + spread
+        text += "\n\nSeeds of the whole pipeline:\n\n" + spread
+    text += "\n\nWall time of each step:\n\n" + wall_times(config, rows, args.seeds)
     (args.out / "quality.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
