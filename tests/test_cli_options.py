@@ -136,7 +136,7 @@ ON_ANY_MACHINE = {"model.device": "cpu", "train.report_to": "none"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
-@pytest.mark.parametrize("command", ["critique", "filter", "refine", "train", "pipeline", "score", "serve"])
+@pytest.mark.parametrize("command", ["critique", "filter", "refine", "train", "pipeline", "score", "serve", "correct"])
 def test_every_shipped_config_is_read_by_every_stage_command(config, command, capsys):
     """One pipeline config drives each stage command too (the benchmarks' ablations run them one by one)."""
     sections = importlib.import_module(f"criticrm.cli.{command}").SECTIONS
@@ -207,10 +207,15 @@ BAD_VALUES = [  # (command and its required arguments, bad flags, message)
     ("serve", ["--port", "70000"], "port must be >= 0 and <= 65535"),
     ("serve", ["--max-wait-ms", "nan"], "max_wait_ms must be a finite number"),
     ("eval", ["--samples", "-1"], "samples must be >= 0"),
+    ("correct", ["--conditions", "critic,judge"], "conditions must be a comma-separated list of critic, base, none"),
+    ("correct", ["--best-of.k", "-1"], "k must be >= 0"),
+    ("correct", ["--correct.max-new-tokens", "0"], "max_new_tokens must be >= 1"),
+    ("correct", ["--correct.backend", "openai"], "backend openai needs base_url"),
 ]
 REQUIRED = {"critique": ["--data", DATA, "--out", "{tmp}/out"], "train": ["--data", DATA, "--out", "{tmp}/out"],
             "score": ["--model", "{tmp}", "--data", DATA, "--out", "{tmp}/s.jsonl"], "serve": ["--model", "{tmp}"],
-            "eval": ["--data", DATA, "--out", "{tmp}/out"]}
+            "eval": ["--data", DATA, "--out", "{tmp}/out"],
+            "correct": ["--model", "{tmp}", "--data", DATA, "--out", "{tmp}/out"]}
 
 
 @pytest.mark.parametrize(("command", "flags", "message"), BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else v)

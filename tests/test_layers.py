@@ -24,6 +24,7 @@ LAYERS = [
     ("criticrm.training",),
     ("criticrm.inference",),
     ("criticrm.evaluation",),
+    ("criticrm.correction",),  # critique-driven correction: scores and revises, reads evaluation's settings helpers
     ("criticrm.integrations",),  # RLHF adapters; below serve, whose /get_reward splits queries as OpenRLHF sends them
     ("criticrm.serve",),
     ("criticrm.pipeline",),  # the recipe (and the package's lazy exports of it)

@@ -141,7 +141,7 @@ def build(cls: type, values: dict[str, Any]) -> Any:
 # Every section a config file may hold: one file drives the pipeline and every stage command, so it may
 # hold the sections of commands other than the one reading it, but not a misspelt one.
 SECTION_NAMES = ("run", "data", "model", "critique", "filter", "refine", "train", "evaluation", "eval", "scoring",
-                 "judge", "server")
+                 "judge", "server", "correct", "best-of")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ import sys
 from criticrm import __version__
 from criticrm.errors import CriticRMError
 
-COMMAND_MODULES = ("critique", "filter", "refine", "train", "score", "eval", "pipeline", "serve", "export")
+COMMAND_MODULES = ("critique", "filter", "refine", "train", "score", "eval", "correct", "pipeline", "serve",
+                   "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -134,17 +134,17 @@ def _result_settings(config: EvalConfig, model: ModelConfig, scoring: ScoringCon
                      sampling: SamplingConfig) -> dict:
     """What decides an example's result, flat so that a refusal can name the setting that changed."""
     if config.judge:
-        return {"judge": config.judge, "model": display_name(model.model), **_public("critique", critique),
-                **_public("sampling", sampling)}
-    return {"model": str(model.model), "weights": _weights_signature(model.model), "dtype": model.dtype,
-            "samples": config.samples, **_public("scoring", scoring)}
+        return {"judge": config.judge, "model": display_name(model.model), **public_settings("critique", critique),
+                **public_settings("sampling", sampling)}
+    return {"model": str(model.model), "weights": weights_signature(model.model), "dtype": model.dtype,
+            "samples": config.samples, **public_settings("scoring", scoring)}
 
 
-def _public(prefix: str, config) -> dict:
+def public_settings(prefix: str, config) -> dict:
     return {f"{prefix}.{key}": value for key, value in flat_dict(config).items() if key != "api_key"}
 
 
-def _weights_signature(path: str | None) -> list:
+def weights_signature(path: str | None) -> list:
     """Size and modification time of a model folder's files (its `criticrm/` subfolder's too): a retrained
     folder is another model. The model card is left out: the pipeline adds this evaluation to it."""
     from criticrm.models.card import CARD_FILE
