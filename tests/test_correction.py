@@ -12,7 +12,14 @@ import torch
 
 from criticrm.cli import main
 from criticrm.correction.answers import equivalent, extract_answer
-from criticrm.correction.metrics import best_of_stats, by_subset, k_values, majority_pick, reward_pick, revision_stats
+from criticrm.correction.metrics import (
+    best_of_stats,
+    by_subset,
+    k_values,
+    majority_pick,
+    revision_stats,
+    reward_pick,
+)
 from criticrm.correction.problems import select_problems, subset_prefixes
 from criticrm.data.rewardbench import EvalExample
 from criticrm.errors import ConfigError

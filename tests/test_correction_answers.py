@@ -59,6 +59,9 @@ def test_extracts_the_final_answer(text, expected):
     ("Between (A) and (D), (D) fits best.", "D"),
     ("B\n\nThe correct answer is:\n\nB\n\nThe correct answer is:\n\nD", "D"),
     ("It is caused by the sun.", None),
+    ("The answer is a gene for dimples.", "a gene for dimples"),  # the article "a" is no option
+    ("The correct answer is (F).", "(F)"),  # no option of this problem: kept, agrees with no letter
+    ("The loop prints it.\nsolar radiation", "C"),  # a last line that is an option's own text
 ])
 def test_multiple_choice_answers_are_letters(text, expected):
     assert extract_answer(text, CHOICES) == expected

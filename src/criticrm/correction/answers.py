@@ -29,7 +29,7 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MARKER = re.compile(r"(?:final\s+answer|\banswer)\s*(?:is\b\s*:?|:)", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.\s")
 _MATH_SPAN = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-_LEADING_LETTER = re.compile(r"^(?:\\text\{)?(?:(?:option|choice)\s*)?\(?([A-J])\)?\}?(?:[\s.:,)]|$)", re.IGNORECASE)
+_LEADING_LETTER = re.compile(r"^(?:\\text\{)?(?:(?:[Oo]ption|[Cc]hoice)\s*)?\(?([A-J])\)?\}?(?:[\s.:,)]|$)")
 _NAMED_LETTER = re.compile(r"\(([A-J])\)|\b(?:option|choice)\s+\(?([A-J])\b|\\boxed\{([A-J])\}|^\s*([A-J])[.)]?\s*$",
                            re.MULTILINE)
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+|\s*/\s*\d+)?(?![\w])"
@@ -102,18 +102,23 @@ def _as_letter(answer: str, choices: dict[str, str]) -> str | None:
     match = _LEADING_LETTER.match(answer)
     if match and match.group(1).upper() in (choices or LETTERS):
         return match.group(1).upper()
-    wanted = _canonical(answer)
-    for letter, option in choices.items():
-        if wanted and wanted == _canonical(option):
-            return letter
-    return None
+    return _option_named(answer, choices)
+
+
+def _option_named(text: str, choices: dict[str, str]) -> str | None:
+    """The letter of the option whose own text `text` is, else None."""
+    wanted = _canonical(text)
+    return next((letter for letter, option in choices.items() if wanted and wanted == _canonical(option)), None)
 
 
 def _fallback(text: str, choices: dict[str, str] | None) -> str | None:
     if choices:
         letters = [next(g for g in match.groups() if g) for match in _NAMED_LETTER.finditer(text)]
         letters = [letter.upper() for letter in letters if letter.upper() in choices]
-        return letters[-1] if letters else None
+        if letters:
+            return letters[-1]
+        lines = [line for line in text.splitlines() if line.strip()]
+        return _option_named(lines[-1], choices) if lines else None  # a last line that is an option's own text
     lines = [line for line in text.splitlines() if _NUMBER_IN_TEXT.search(line)]
     if not lines:
         return None
