@@ -167,10 +167,9 @@ def run_correction(problems: list[Problem], config: CorrectionConfig, best_of: B
         rundir.guard(folder, {**settings, **public_settings("best_of", best_of)}, "best-of-N results")
         rows, seconds["best-of"] = _best_of_all(problems, config, best_of, models, folder)
         best = by_subset(rows, lambda group: best_of_stats(group, k_values(best_of.k)))
+    uses_base = "base" in config.condition_list or config.reviser == "base"
     meta = {"model": str(model.model), "reviser": config.reviser, "reviser_backend": config.generator.backend,
-            "base_model": display_name(models.base_model.model) if "base" in config.condition_list
-            or config.reviser == "base" else None,
-            "data": data_name, "subsets": config.subsets, "problems": len(problems), "skipped": skipped or {},
+            "base_model": display_name(models.base_model.model) if uses_base else None, "data": data_name, "subsets": config.subsets, "problems": len(problems), "skipped": skipped or {},
             "max_new_tokens": config.max_new_tokens, "critique_max_new_tokens": scoring.max_new_tokens,
             "temperature": config.temperature, "best_of_k": best_of.k, "seconds": seconds}
     return write_report(out_dir, meta, conditions, best)
