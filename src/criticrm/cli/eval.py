@@ -1,6 +1,7 @@
 """`criticrm eval`: RewardBench-style evaluation of a trained reward model or of an LLM-judge baseline.
 
   criticrm eval --data FILE --out DIR --model runs/demo/train-critic/model [--scoring.num-critiques 4] [--samples 8]
+  criticrm eval --data FILE --out DIR --model CRITIC_RM --eval.samples 16 --eval.faithfulness
   criticrm eval --data FILE --out DIR --judge pointwise|pairwise [--model BASE_MODEL]
   criticrm eval --compare A/report.json B/report.json ... [--out DIR]
 

@@ -18,8 +18,11 @@ from pathlib import Path
 from criticrm import rundir
 from criticrm.data.jsonl import write_jsonl
 from criticrm.errors import CriticRMError
+from criticrm.evaluation.faithfulness import faithfulness_summary
+from criticrm.evaluation.inference_report import faithfulness_markdown, plot_scaling, scaling_markdown
 from criticrm.evaluation.metrics import CALIBRATION_BINS, ExampleResult, credit, summarize
 from criticrm.evaluation.paired import PairedDifference, paired_bootstrap
+from criticrm.evaluation.scaling import DEFAULT_ADAPTIVE_SPREAD, inference_scaling
 from criticrm.formatting import percent
 from criticrm.plots import grouped_bars, pyplot
 
@@ -37,15 +40,21 @@ class EvalReportError(CriticRMError):
     """A file given for comparison is missing or is not a `report.json` written by `criticrm eval`."""
 
 
-def write_eval_report(name: str, results: list[ExampleResult], out_dir: Path, meta: dict) -> dict:
-    """Write report.json, report.md, examples.jsonl and the plots into `out_dir`; return the summary."""
+def write_eval_report(name: str, results: list[ExampleResult], out_dir: Path, meta: dict,
+                      adaptive_spread: float = DEFAULT_ADAPTIVE_SPREAD) -> dict:
+    """Write report.json, report.md, examples.jsonl and the plots into `out_dir`; return the summary.
+
+    The summary is `metrics.summarize` with inference scaling (adaptive m stopping below `adaptive_spread`)
+    and faithfulness added, each None where the results hold nothing to compute it from."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(results)
+    summary = summarize(results) | {"inference_scaling": inference_scaling(results, adaptive_spread),
+                                    "faithfulness": faithfulness_summary(results)}
     write_jsonl(out_dir / rundir.EXAMPLES_FILE, (_json_safe(_example_row(r)) for r in results))
     plots = {"sections": _plot_sections(summary, out_dir / "sections.png"),
              "calibration": _plot_calibration(summary["calibration"], out_dir / "calibration.png"),
-             "m_scaling": _plot_m_scaling(summary["m_scaling"], out_dir / "m_scaling.png")}
+             "m_scaling": _plot_m_scaling(summary["m_scaling"], out_dir / "m_scaling.png"),
+             "inference_scaling": plot_scaling(summary["inference_scaling"], out_dir / "inference_scaling.png")}
     report = {"kind": REPORT_KIND, "format_version": FORMAT_VERSION, "name": name,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "meta": meta, "summary": summary}
     report = _json_safe(report)
@@ -273,6 +282,8 @@ def _markdown(report: dict, plots: dict[str, bool]) -> str:
             lines += ["![accuracy against m](m_scaling.png)", ""]
     else:
         lines += ["No per-critique scores were recorded.", ""]
+    lines += scaling_markdown(summary.get("inference_scaling"), plots["inference_scaling"])
+    lines += faithfulness_markdown(summary.get("faithfulness"))
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from criticrm.data.rewardbench import is_ties_subset, ties_id
 
 DEFAULT_SECTION = "all"
-M_VALUES = (1, 2, 4, 8)
+M_VALUES = (1, 2, 4, 8, 16)
 CALIBRATION_BINS = 10
 
 # RewardBench v1 (allenai/reward-bench). Sections and per-subset weights are SUBSET_MAPPING and
@@ -222,7 +222,7 @@ def _mean_or_zero(values: Sequence[float]) -> float:
 
 def _subset_row(name: str, members: list[tuple[ExampleResult, Credit]]) -> dict:
     """n, accuracy, ties and invalid of one subset's examples; the Ties subset's accuracy is its ties score."""
-    row = _tally([item for _, item in members])
+    row = tally([item for _, item in members])
     if is_ties_subset(name):
         parts = ties_score([result for result, _ in members])
         row |= {"accuracy": parts.pop("score"), "ties_score": parts}
@@ -294,21 +294,26 @@ def m_scaling(results: Sequence[ExampleResult]) -> list[dict] | None:
     for r in results:
         if len(r.chosen_samples) != len(r.chosen) or len(r.rejected_samples) != len(r.rejected):
             raise ValueError(f"example {r.id}: one sample list per response is needed")
-    available = min(len(s) for r in results for s in (*r.chosen_samples, *r.rejected_samples))
+    available = samples_available(results)
     rows = []
     for m in (m for m in M_VALUES if m <= available):
         at_m = [replace(r, chosen=[_mean(s[:m]) for s in r.chosen_samples],
                         rejected=[_mean(s[:m]) for s in r.rejected_samples]) for r in results]
         credits = [credit(r.chosen, r.rejected) for r in at_m]
-        rows.append({"m": m, **_tally(credits), "overall": score_table(at_m, credits).overall})
+        rows.append({"m": m, **tally(credits), "overall": score_table(at_m, credits).overall})
     return rows or None
+
+
+def samples_available(results: Sequence[ExampleResult]) -> int:
+    """The number of per-critique scores every response of every result has."""
+    return min(len(s) for r in results for s in (*r.chosen_samples, *r.rejected_samples))
 
 
 def summarize(results: Sequence[ExampleResult]) -> dict:
     """The whole evaluation summary as a JSON-serialisable dict (fractions in [0, 1], not percentages)."""
     credits = [credit(r.chosen, r.rejected) for r in results]
     table = score_table(results, credits)
-    totals = _tally(credits)
+    totals = tally(credits)
     return {"n": totals["n"], "overall": table.overall, "accuracy": totals["accuracy"],
             "weighting": table.weighting, "ties": totals["ties"], "invalid": totals["invalid"],
             "sections": table.sections, "subsets": table.subsets, "calibration": calibration(results),
@@ -316,7 +321,8 @@ def summarize(results: Sequence[ExampleResult]) -> dict:
             "length_controlled_accuracy": length_controlled(bias), "m_scaling": m_scaling(results)}
 
 
-def _tally(credits: Sequence[Credit]) -> dict:
+def tally(credits: Sequence[Credit]) -> dict:
+    """n, accuracy (the mean credit), ties and invalid of a set of credits."""
     return {"n": len(credits), "accuracy": _mean([c.value for c in credits]),
             "ties": sum(c.tie for c in credits), "invalid": sum(c.invalid for c in credits)}
 

@@ -2,7 +2,8 @@
 
 Every response of every example is scored once. For m-scaling the scorer samples `samples` critiques
 per response in one run; the reward at m is the mean of the first m of them, so the accuracies at
-m = 1, 2, 4, 8 come from the same critiques and differ only in how many are averaged.
+m = 1, 2, 4, 8, 16 come from the same critiques and differ only in how many are averaged (and the inference-
+scaling methods of `scaling.py` only in how they use them).
 """
 
 from __future__ import annotations

@@ -17,8 +17,12 @@ from criticrm import rundir
 from criticrm.config import Config, flat_dict
 from criticrm.data.rewardbench import EvalExample
 from criticrm.errors import ConfigError
+from criticrm.evaluation.faithfulness import DEFAULT_SAMPLES as FAITHFULNESS_SAMPLES
+from criticrm.evaluation.faithfulness import DETAILS_KEY as FAITHFULNESS_KEY
+from criticrm.evaluation.faithfulness import check_examples, check_scorer, measure_faithfulness
 from criticrm.evaluation.metrics import ExampleResult
 from criticrm.evaluation.rewardbench import chat_template_name, write_rewardbench_results
+from criticrm.evaluation.scaling import DEFAULT_ADAPTIVE_SPREAD
 from criticrm.generation.base import SamplingConfig
 from criticrm.inference.scorer import ScoringConfig
 from criticrm.models.backbone import ModelConfig, display_name
@@ -35,14 +39,28 @@ class EvalConfig(Config):
         "help": "evaluate the base model as an LLM judge instead of a trained reward model: pointwise or pairwise"})
     name: str | None = field(default=None, metadata={"help": "name of this model in reports (default: from the model)"})
     samples: int = field(default=0, metadata={
-        "help": "m-scaling: sample this many critiques per response once (e.g. 8) and report accuracy at m = 1, 2, 4, 8",
+        "help": "inference scaling: sample this many critiques per response once (e.g. 16) and report accuracy "
+                "against critique tokens at m = 1, 2, 4, 8, 16 (mean reward, written-score vote, reward-weighted "
+                "vote) and with adaptive m",
         "min": 0})
+    adaptive_spread: float = field(default=DEFAULT_ADAPTIVE_SPREAD, metadata={
+        "help": "adaptive m (with samples): stop reading a response's critiques once their rewards' standard "
+                "deviation is below this (reward units; at least 2 critiques)", "above": 0})
+    faithfulness: bool = field(default=False, metadata={
+        "help": "also score each pair with its greedy critiques replaced (empty, swapped between the two "
+                "responses, of the opposite verdict) and report how much the reward follows its critique"})
+    faithfulness_samples: int = field(default=FAITHFULNESS_SAMPLES, metadata={
+        "help": "faithfulness: critiques sampled (T = 0.8) per response to find one of the opposite verdict",
+        "min": 1})
     format: Literal["criticrm", "rewardbench"] = field(default="criticrm", metadata={
         "help": "criticrm (the report only) or rewardbench: also write RewardBench's results file beside it "
                 "(rewardbench.json: model, model_type, chat_template and each subset's score)"})
 
     def __post_init__(self):
         super().__post_init__()
+        if self.faithfulness and self.judge:
+            raise ConfigError("faithfulness measures how a trained Critic-RM's reward follows its critique; an LLM "
+                              f"judge ({self.judge}) has no reward head: drop --eval.faithfulness or --eval.judge")
 
 
 def default_name(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig) -> str:
@@ -74,6 +92,8 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
         raise ConfigError(f"the {config.judge} judge compares one chosen with one rejected response; "
                           f"{len(not_pairs)} example(s) have lists (first: {not_pairs[0]!r}); "
                           "evaluate best-of-N data with a trained reward model")
+    if config.faithfulness:
+        check_examples(examples)
     rundir.guard(out_dir, _result_settings(config, model, scoring, critique, sampling), "evaluation results")
     progress = EvalProgress(out_dir)
     todo = [example for example in examples if example.id not in progress.results]
@@ -82,7 +102,8 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
               "examples were evaluated earlier")
     evaluate, meta = (_judge(config.judge, model, critique, sampling, generator) if config.judge
                       else _reward_model(config, model, scoring))
-    responses = [len(e.chosen) + len(e.rejected) for e in todo]
+    passes = 3 if config.faithfulness else 1  # faithfulness writes a greedy and a sampled critique set more
+    responses = [passes * (len(e.chosen) + len(e.rejected)) for e in todo]
     with tqdm(total=sum(responses), unit="response", desc=name, dynamic_ncols=True) as bar:
         for start in range(0, len(todo), CHUNK_EXAMPLES):
             started = time.time()
@@ -95,7 +116,7 @@ def run_evaluation(examples: list[EvalExample], config: EvalConfig, model: Model
 
         meta["position"] = position_summary(results)
     meta |= {"name": name, "data": data_name, "examples": len(examples), "seconds": round(progress.seconds, 1)}
-    summary = write_eval_report(name, results, out_dir, meta)
+    summary = write_eval_report(name, results, out_dir, meta, adaptive_spread=config.adaptive_spread)
     if config.format == "rewardbench":
         write_rewardbench_results(out_dir, meta, summary)
     return summary
@@ -137,7 +158,8 @@ def _result_settings(config: EvalConfig, model: ModelConfig, scoring: ScoringCon
         return {"judge": config.judge, "model": display_name(model.model), **public_settings("critique", critique),
                 **public_settings("sampling", sampling)}
     return {"model": str(model.model), "weights": weights_signature(model.model), "dtype": model.dtype,
-            "samples": config.samples, **public_settings("scoring", scoring)}
+            "samples": config.samples, **public_settings("scoring", scoring),
+            "faithfulness": config.faithfulness_samples if config.faithfulness else 0}
 
 
 def public_settings(prefix: str, config) -> dict:
@@ -192,11 +214,22 @@ def _reward_model(config: EvalConfig, model: ModelConfig, scoring: ScoringConfig
         raise ConfigError("nothing to evaluate: set model.model to a trained reward-model folder (e.g. "
                           "runs/demo/train-critic/model), or eval.judge to pointwise or pairwise")
     scorer = RewardScorer.from_model_config(model, scoring)
+    if config.faithfulness:
+        check_scorer(scorer)
 
     def evaluate(examples: list[EvalExample], on_progress) -> list[ExampleResult]:
-        return evaluate_reward_model(examples, scorer, scoring.num_critiques, config.samples, scoring.temperature,
-                                     on_progress=on_progress)
+        results = evaluate_reward_model(examples, scorer, scoring.num_critiques, config.samples, scoring.temperature,
+                                        on_progress=on_progress)
+        if config.faithfulness:
+            records = measure_faithfulness(examples, scorer, config.faithfulness_samples, on_progress)
+            for result, record in zip(results, records, strict=True):
+                result.details[FAITHFULNESS_KEY] = record
+        return results
 
     meta = {"kind": f"reward-model-{scorer.mode}", **scorer.info(), "samples": config.samples,
             "temperature": scoring.temperature, "chat_template": chat_template_name(scorer.tokenizer)}
+    if config.samples:
+        meta["adaptive_spread"] = config.adaptive_spread
+    if config.faithfulness:
+        meta["faithfulness_samples"] = config.faithfulness_samples
     return evaluate, meta

@@ -78,6 +78,7 @@ class CritiqueReward:
     critique: str
     reward: float
     finish_reason: str  # "stop", or "length" when the critique was cut at max_new_tokens
+    tokens: int  # tokens generated for it (its cost, for compute-aware comparisons)
 
 
 @dataclass
@@ -173,6 +174,15 @@ class RewardScorer:
                 on_progress(len(items[start:start + chunk]))
         return results
 
+    def rewards_of(self, items: Sequence[ScoreItem], critiques: Sequence[str]) -> list[float]:
+        """r(x, y, c) of critiques given as text (critic mode), read in the training layout: what `score`
+        would give had the model written them. For probing the reward (another critique, none at all)."""
+        if self.mode != "critic":
+            raise ConfigError(f"{self.model_path or 'this model'} is a standard-mode reward model: its reward "
+                              "reads no critique")
+        triples = [(item.prompt, item.response, critique) for item, critique in zip(items, critiques, strict=True)]
+        return self._rewards(triples, [self._template(item) for item in items])
+
     def compare(self, prompt: str, response_a: str, response_b: str, **kwargs) -> float:
         """P(response_a is preferred over response_b) = sigmoid(r_a - r_b), the Bradley-Terry probability."""
         a, b = self.score([ScoreItem(prompt, response_a), ScoreItem(prompt, response_b)], **kwargs)
@@ -205,7 +215,8 @@ class RewardScorer:
             for i, reward in zip(rest, reread, strict=True):
                 rewards[i] = reward
         scored = iter(rewards)
-        return [_aggregate([CritiqueReward(c.text, next(scored), c.finish_reason) for c in samples])
+        return [_aggregate([CritiqueReward(c.text, next(scored), c.finish_reason, c.completion_tokens)
+                            for c in samples])
                 for samples in completions]
 
     def _head(self, hidden: list) -> list[float]:

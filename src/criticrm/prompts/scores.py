@@ -47,6 +47,18 @@ def choose_score(parsed: float | None, probability: float | None, policy: str) -
     return (probability, "probability") if probability is not None else (None, None)
 
 
+def with_score(critique: str, score: float) -> str | None:
+    """The critique with its last written score replaced by `score` (on the /10 scale), the rest of the
+    text untouched; None when it has no written score."""
+    matches = list(_SCORE_PATTERN.finditer(critique))
+    if not matches:
+        return None
+    last = matches[-1]
+    scaled = last.group(2) is not None
+    value = f"{score:g}" + ("/10" if scaled else "")
+    return critique[: last.start(1)] + value + critique[last.end(2 if scaled else 1):]
+
+
 def strip_score_line(critique: str) -> str:
     """The critique body without its final written score (what the probability score is read after)."""
     matches = list(_SCORE_PATTERN.finditer(critique))
