@@ -424,8 +424,9 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=None, help="the pipeline's run folder (default: the config's)")
     parser.add_argument("--data", type=Path, default=SHARED / "dev_sections.jsonl")
     parser.add_argument("--per-subset", type=int, default=None, help="evaluate the first K pairs of each subset")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality-ablations",
-                        help="where ablations keep their data and models")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where ablations and the standard RMs keep their data and models (default: the run "
+                             "folder's name + '-bench' beside it, so two configs never share one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
     parser.add_argument("--seeds", type=int, default=1,
                         help="whole-pipeline seeds of the Critic-RM and the standard RM (the protocol: 3)")
@@ -436,7 +437,8 @@ def main() -> None:
     config = PipelineConfig.from_yaml(args.config)
     if args.run_dir:
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_dir=str(args.run_dir)))
-    table = entries(config, args.work, args.seeds)
+    work = args.work or Path(f"{config.run.run_dir}-bench")
+    table = entries(config, work, args.seeds)
     unknown = set(args.entries or []) - {entry.name for entry in table}
     if unknown:
         parser.error(f"unknown entries {sorted(unknown)}; known: {', '.join(e.name for e in table)}")
