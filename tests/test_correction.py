@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from criticrm.cli import main
 from criticrm.correction.answers import equivalent, extract_answer
@@ -24,9 +23,8 @@ from criticrm.correction.problems import select_problems, subset_prefixes
 from criticrm.data.rewardbench import EvalExample
 from criticrm.errors import ConfigError
 from criticrm.models.backbone import load_tokenizer
-from criticrm.models.critic_rm import CriticRewardModel
 from criticrm.prompts.revise import FINAL_ANSWER, revise_messages, solve_messages
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_reward_models, one_thread_if_oversubscribed
 
 ROWS = [
     {"id": "gsm", "subset": "math-gsm8k-ref", "prompt": "Tom has 3 apples and buys 4 more. How many apples has he?",
@@ -140,16 +138,7 @@ def test_problems_keep_checkable_math_and_science_pairs_and_count_the_rest():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     """A tiny critic-mode and standard-mode reward model (its base: a tiny backbone with the real tokenizer)."""
-    root = tmp_path_factory.mktemp("correct")
-    backbone = make_tiny_backbone(root / "backbone")
-    dirs = {}
-    for mode in ("critic", "standard"):
-        model = CriticRewardModel.from_backbone(str(backbone), mode=mode)
-        with torch.no_grad():
-            for parameter in model.reward_head.parameters():
-                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(3)))
-        dirs[mode] = model.save(root / mode, tokenizer=load_tokenizer(str(backbone)))
-    return dirs
+    return make_tiny_reward_models(tmp_path_factory.mktemp("correct"))
 
 
 def correct(model: Path, data: Path, out: Path, *flags: str) -> int:

@@ -15,9 +15,7 @@ from criticrm.data.rewardbench import load_eval_examples
 from criticrm.errors import ConfigError
 from criticrm.evaluation.reward_model import evaluate_reward_model
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig, bradley_terry
-from criticrm.models.backbone import load_tokenizer
-from criticrm.models.critic_rm import CriticRewardModel
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_reward_models, one_thread_if_oversubscribed
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "eval_sections.jsonl"
 ITEMS = [
@@ -38,17 +36,7 @@ def _threads():
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
     """A saved critic-mode and standard-mode reward model with a non-trivial head."""
-    root = tmp_path_factory.mktemp("scoring")
-    backbone = make_tiny_backbone(root / "backbone")
-    dirs = {}
-    for mode in ("critic", "standard"):
-        model = CriticRewardModel.from_backbone(str(backbone), mode=mode)
-        with torch.no_grad():
-            model.reward_head.requires_grad_(False)
-            for parameter in model.reward_head.parameters():
-                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(3)))
-        dirs[mode] = model.save(root / mode, tokenizer=load_tokenizer(str(backbone)))
-    return dirs
+    return make_tiny_reward_models(tmp_path_factory.mktemp("scoring"))
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,29 @@ def make_tiny_backbone(folder: str | Path, hidden_size: int = 32, layers: int = 
     return folder
 
 
+def make_tiny_reward_models(root: str | Path, head_seed: int = 3) -> dict[str, Path]:
+    """A saved critic-mode and standard-mode reward model on a tiny backbone, keyed by mode.
+
+    Their reward heads get random weights of unit scale (seeded), so rewards differ visibly between inputs;
+    a freshly initialised head gives rewards near 0 that would hide a wrongly read position.
+    """
+    import torch
+
+    from criticrm.models.backbone import load_tokenizer
+    from criticrm.models.critic_rm import CriticRewardModel
+
+    root = Path(root)
+    backbone = make_tiny_backbone(root / "backbone")
+    models = {}
+    for mode in ("critic", "standard"):
+        model = CriticRewardModel.from_backbone(str(backbone), mode=mode)
+        with torch.no_grad():
+            for parameter in model.reward_head.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(head_seed)))
+        models[mode] = model.save(root / mode, tokenizer=load_tokenizer(str(backbone)))
+    return models
+
+
 @contextlib.contextmanager
 def one_thread_if_oversubscribed():
     """Use one torch thread while every core is already busy (load average >= cores), for tests.
