@@ -72,7 +72,8 @@ def train_trl(pairs_file: Path, out: Path, settings: TrainConfig, model: str | N
     result = trainer.train()
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(str(out / "model"))
-    record = {"train_pairs": len(rows), "held_out_pairs": len(held_out), "steps": result.global_step,
+    record = {"train_pairs": len(rows), "pairs_within_max_length": len(trainer.train_dataset),
+              "held_out_pairs": len(held_out), "steps": result.global_step,
               "train_seconds": round(time.perf_counter() - started, 1), "train_loss": result.training_loss,
               "precision": "bf16" if bf16 else "fp32", "learning_rate": settings.learning_rate,
               "epochs": settings.epochs, "seed": settings.seed, "trl": _trl_version()}
