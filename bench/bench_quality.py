@@ -366,10 +366,10 @@ def seed_spread(entries: dict[str, dict], seeds: int) -> str:
             continue
         scores = [100 * row["overall"] for row in rows]
         controlled = [100 * row["length_controlled"] for row in rows if row.get("length_controlled") is not None]
+        controlled_cells = (f"{', '.join(f'{v:.1f}' for v in controlled)} | {statistics.mean(controlled):.1f}"
+                            if controlled else "– | –")
         lines.append(f"| {label} | {len(scores)} | {', '.join(f'{v:.1f}' for v in scores)} | "
-                     f"{statistics.mean(scores):.1f} | {min(scores):.1f}–{max(scores):.1f} | "
-                     f"{', '.join(f'{v:.1f}' for v in controlled)} | "
-                     f"{statistics.mean(controlled):.1f} |" if controlled else " – | – |")
+                     f"{statistics.mean(scores):.1f} | {min(scores):.1f}–{max(scores):.1f} | {controlled_cells} |")
     leads = []
     for k in range(seeds):
         critic, standard = (entries.get(f"{name}{seed_suffix(k)}") for name in MAIN_MODELS)
