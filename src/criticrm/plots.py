@@ -15,6 +15,13 @@ def pyplot():
     return plt
 
 
+def save_figure(figure, path: Path) -> None:
+    """Lay out, write (110 dpi, the size every report uses) and close a figure: an open one holds its memory."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot().close(figure)
+
+
 def grouped_bars(path: Path, labels: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
                  chance: float | None = None) -> None:
     """One group of bars per label, one bar per series in each group, on a 0-1 axis; missing values are 0."""
@@ -32,6 +39,4 @@ def grouped_bars(path: Path, labels: list[str], series: dict[str, list[float | N
     axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)

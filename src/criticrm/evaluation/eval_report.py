@@ -24,7 +24,7 @@ from criticrm.evaluation.metrics import CALIBRATION_BINS, ExampleResult, credit,
 from criticrm.evaluation.paired import PairedDifference, paired_bootstrap
 from criticrm.evaluation.scaling import DEFAULT_ADAPTIVE_SPREAD, inference_scaling
 from criticrm.formatting import percent
-from criticrm.plots import grouped_bars, pyplot
+from criticrm.plots import grouped_bars, pyplot, save_figure
 
 REPORT_KIND = "criticrm-eval-report"
 FORMAT_VERSION = 1
@@ -313,9 +313,7 @@ def _plot_sections(summary: dict, path: Path) -> bool:
     axis.set_title("section scores")
     axis.tick_params(axis="x", labelrotation=20, labelsize=8)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 
@@ -335,9 +333,7 @@ def _plot_calibration(calib: dict | None, path: Path) -> bool:
     axis.set_ylabel("accuracy")
     axis.set_title(f"reliability (ECE {calib['ece']:.3f}, n={calib['n']})")
     axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 
@@ -355,9 +351,7 @@ def _plot_m_scaling(rows: list[dict] | None, path: Path) -> bool:
     axis.set_xlabel("critiques averaged per response (m)")
     axis.set_ylabel("score")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from criticrm.evaluation.faithfulness import CONDITIONS
 from criticrm.formatting import percent
-from criticrm.plots import pyplot
+from criticrm.plots import pyplot, save_figure
 
 METHOD_NOTES = {
     "mean": "mean reward of the first m critiques (the paper)",
@@ -76,9 +76,7 @@ def plot_scaling(scaling: dict | None, path: Path) -> bool:
     axis.set_ylabel("overall score")
     axis.set_title("accuracy against inference compute")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 

@@ -15,7 +15,7 @@ from criticrm.data.jsonl import read_jsonl_repairing
 from criticrm.data.schema import SIDES, CritiqueRecord
 from criticrm.formatting import percent, rate
 from criticrm.pipeline.critique import label_agreement
-from criticrm.plots import grouped_bars, pyplot
+from criticrm.plots import grouped_bars, pyplot, save_figure
 
 SCORE_KINDS = (("score", "used"), ("parsed_score", "parsed"), ("probability_score", "probability"))
 
@@ -36,9 +36,7 @@ def _plot_scores(records: list[CritiqueRecord], path: Path) -> bool:
         axis.set_xticks(range(1, 11))
         axis.legend(fontsize=8)
     axes[0].set_ylabel("critiques")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 
@@ -62,9 +60,7 @@ def _plot_filter(filter_stats: dict, path: Path) -> bool:
     right.bar(list(SIDES), [crit[s]["keep_rate"] or 0.0 for s in SIDES], color=["tab:green", "tab:red"])
     right.set_ylim(0, 1)
     right.set_title("critique keep rate on passing pairs")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 
