@@ -101,7 +101,8 @@ def score_trl(model_dir: Path, examples: list[EvalExample], batch_size: int = 8)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    # fp32: a bf16 logit has 8 bits of mantissa, and two close rewards then tie (31 ties on 897 pairs)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     texts = [tokenizer.apply_chat_template(_conversation(e.prompt, response), tokenize=False)
              for e in examples for response in (*e.chosen, *e.rejected)]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batched: little padding
