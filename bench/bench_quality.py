@@ -32,6 +32,8 @@ Entries:
   critiques: the same pairs, split and settings the Critic-RM gets, with the run's seed);
 - trl-standard: the same standard RM trained by TRL's `RewardTrainer` on the same pairs and budget
   (`bench/trl_reference.py`; needs `pip install trl`): is our baseline as good as the field's?
+- standard-head-tied: our standard RM with its reward head trained as TRL's score layer (`TRL_HEAD`): where
+  ours and TRL's differ, is the head the reason? (Its model is bench_budget.py's `head-tied`, one folder.)
 - critic-m1-seedK, standard-seedK (K = 1 .. --seeds - 1): the whole pipeline again with seed +K — its
   critiques are sampled with another seed and both models are trained with another seed (head
   initialisation, batch order, held-out pairs) — in the run folder `<run_dir>-seedK`: the run-to-run
@@ -75,6 +77,11 @@ from trl_reference import DONE_FILE as TRL_DONE_FILE
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 MAIN_MODELS = {"critic-m1": "Critic-RM, m=1", "standard": "standard RM"}  # the rows compared seed by seed
+# The reward head as TRL's RewardTrainer trains its score layer: the backbone's learning rate, and the
+# model's own initialisation (std = initializer_range, 0.02 for the default backbone). Our configs give
+# the head 50x the backbone's rate from a 1e-3 start; this setting tests whether that is what separates
+# our standard RM from TRL's on the same pairs.
+TRL_HEAD = {"head_learning_rate": None, "head_init_std": 0.02}
 
 
 @dataclass
@@ -150,6 +157,11 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         return Entry(f"standard{seed_suffix(k)}", f"standard RM{_seed_label(k)}", model_dir=str(out / rundir.MODEL_DIR),
                      prepare=lambda: _train(seeded(config, k), pairs_file(config, work), out, mode="standard"))
 
+    def standard_head_tied() -> Entry:
+        out = work / "head-tied" / "train"
+        return Entry("standard-head-tied", "standard RM, head as TRL's", model_dir=str(out / rundir.MODEL_DIR),
+                     prepare=lambda: _train(config, pairs_file(config, work), out, mode="standard", **TRL_HEAD))
+
     def critic_of_seed(k: int) -> Entry:
         model = Path(seeded(config, k).run.run_dir) / rundir.train_dir("critic") / rundir.MODEL_DIR
         return Entry(f"critic-m1{seed_suffix(k)}", f"Critic-RM, m=1{_seed_label(k)}", model_dir=str(model),
@@ -180,6 +192,7 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         Entry("judge-pairwise-prob", "judge, pairwise (probability)", revote_of=("judge-pairwise", "probability")),
         standard(0),
         trl_reference(),
+        standard_head_tied(),
         critic_of_seed(0),
         Entry("critic-m4", "Critic-RM, m=4", model_dir=str(critic), num_critiques=4, prepare=main_run),
         ablation("lambda-constant", "λ constant 0.5", run_dir / rundir.REFINE_DIR, lambda_schedule="constant",
