@@ -238,3 +238,19 @@ def test_outputs_that_cannot_be_written_stop_the_command(tmp_path, capsys):
         extra = ["--model", str(tmp_path)] if command == "score" else []
         status, err = run_cli([command, "--data", DATA, *extra, flag, str(out)], capsys)
         assert status == 2 and message in err and "Traceback" not in err, (command, err)
+
+
+def test_a_percent_sign_in_an_option_help_renders_in_help():
+    """argparse %-formats every help string: a '%' written in a field's help must still print as itself."""
+    from dataclasses import dataclass, field
+
+    from criticrm.cli.options import add_options
+    from criticrm.config import Config, Section
+
+    @dataclass
+    class Shares(Config):
+        keep: float = field(default=0.5, metadata={"help": "share kept (50% by default)"})
+
+    parser = argparse.ArgumentParser(prog="x")
+    add_options(parser, [Section("filter", (Shares,))])
+    assert "share kept (50% by default) (default: 0.5)" in " ".join(parser.format_help().split())

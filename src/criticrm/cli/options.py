@@ -68,7 +68,8 @@ def _metavar(item: Field) -> str:
 
 
 def _help(item: Field) -> str:
-    return f"{item.help} (default: {item.default})" if item.default is not None else item.help
+    text = f"{item.help} (default: {item.default})" if item.default is not None else item.help
+    return text.replace("%", "%%")  # argparse %-formats help: a literal percent sign must be doubled
 
 
 def add_options(parser: argparse.ArgumentParser, sections: list[Section]) -> None:

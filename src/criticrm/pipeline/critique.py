@@ -34,7 +34,8 @@ class CritiqueConfig(Config):
     """How critiques are generated (the sampling settings live in SamplingConfig)."""
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    batch_size: int = field(default=64, metadata={"help": "sequences generated together (prompts x N; 64 generated 18% more tokens/s than 32 on a 2-core CPU, 128 no more than 64); records are written after each batch", "min": 1})
+    # 64: 162 generated tok/s against 138 at 32 on a 2-core bf16 CPU, and 128 no faster (BENCHMARKS.md)
+    batch_size: int = field(default=64, metadata={"help": "sequences generated together (prompts x N); records are written after each batch", "min": 1})
     template: str | None = field(default=None, metadata={"help": "force one judge template: general, safety, reasoning or a YAML file (default: per pair domain/subset)"})
     few_shot: bool = field(default=True, metadata={"help": "show the template's example critiques (small base models need them)"})
     score: ScorePolicy = field(default="parsed-or-probability", metadata={"help": "score each record (and each pairwise-judge verdict) uses: parsed-or-probability, parsed or probability"})
