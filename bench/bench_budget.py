@@ -11,6 +11,11 @@ difference from the protocol's own setting with a 95% paired interval.
     python bench/bench_budget.py                                  # every variant in VARIANTS
     python bench/bench_budget.py --variants standard head-tied    # some of them
     python bench/bench_budget.py --variants                       # only rewrite the table
+    python bench/bench_budget.py --variants standard head-tied --seeds 2   # each over training seeds
+
+One training seed moves this model by ~10 points on dev.jsonl (BENCHMARKS.md), more than any setting
+tried so far: compare variants over `--seeds` (seed +K trains with the config's training seed + K, in
+`<variant>-seedK`, the folder bench_quality.py's `standard-seedK` also uses).
 
 Models live in `<run_dir>-bench/<variant>/train` — the work folder of bench_quality.py, so the protocol's
 own standard RM (variant `standard`) is trained once for both scripts. Every step resumes.
@@ -29,12 +34,15 @@ from bench_quality import (
     SHARED,
     TRL_HEAD,
     Entry,
+    _seed_label,
     _train,
     details,
     evaluate,
     markdown,
     pairs_file,
     record,
+    seed_suffix,
+    seeded,
 )
 from criticrm import rundir
 from criticrm.data.readers import DataConfig
@@ -72,6 +80,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "budget")
     parser.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS),
                         help="train and evaluate only these (default: all; none: only rewrite the table)")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds of each variant (seed +0 .. +N-1)")
     args = parser.parse_args()
 
     config = PipelineConfig.from_yaml(args.config)
@@ -81,23 +90,26 @@ def main() -> None:
     results_path = args.out / "budget.json"
     stored = json.loads(results_path.read_text()) if results_path.exists() else {"entries": {}}
     examples = load_eval_examples(DataConfig(data=str(args.data))) if selected else []
-    for name in selected:
-        label, pairs, changes = VARIANTS[name]
+    for variant, k in ((variant, k) for variant in selected for k in range(args.seeds)):
+        label, pairs, changes = VARIANTS[variant]
+        name, label = f"{variant}{seed_suffix(k)}", f"{label}{_seed_label(k)}"
         out = work / name / "train"
         entry = Entry(name, label, model_dir=str(out / rundir.MODEL_DIR))
         print(f"[{name}] {label}", flush=True)
         started = time.perf_counter()
-        _train(config, variant_pairs(config, work, pairs), out, mode="standard", **changes)
+        _train(seeded(config, k), variant_pairs(config, work, pairs), out, mode="standard", **changes)
         report_dir = args.out / name
         if not (report_dir / rundir.REPORT_JSON).is_file():
             evaluate(entry, examples, str(args.data), report_dir)
         stored["entries"][name] = record(entry, report_dir, time.perf_counter() - started) | {
-            "pairs": pairs or config.data.limit, "changes": changes}
+            "variant": variant, "seed_offset": k, "pairs": pairs or config.data.limit, "changes": changes}
         stored |= {"data": str(args.data), "config": str(args.config), "updated": time.strftime("%Y-%m-%d %H:%M:%S %z")}
         results_path.write_text(json.dumps(stored, indent=2, ensure_ascii=False))
         print(f"  {100 * stored['entries'][name]['overall']:.1f} on {stored['entries'][name]['examples']} pairs",
               flush=True)
-    rows = [stored["entries"][name] for name in VARIANTS if name in stored["entries"]]
+    order = list(VARIANTS)
+    rows = sorted(stored["entries"].values(), key=lambda row: (order.index(row.get("variant", row["entry"])),
+                                                              row.get("seed_offset", 0)))
     text = markdown(rows, references=("standard",)) + "\n\n" + details(rows)
     (args.out / "budget.md").write_text(text + "\n", encoding="utf-8")
     print(text)
