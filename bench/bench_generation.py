@@ -16,12 +16,24 @@ before the cascade engine, and still the path of architectures the engine does n
 is the HFGenerator on the cascade engine (`generation/cascade.py`), the default for Llama-layout models;
 `llamacpp-server` is the OpenAI-compatible backend against llama-cpp-python's server over the Q4_1 GGUF
 (one request at a time: that server has one slot).
+
+The peers, each tuned as its own documentation advises for this workload:
+- `llama-server-<type>-np<S>`: criticrm's OpenAI backend, S requests at a time, against llama.cpp's own
+  server binary (`--llama-server PATH`) with S parallel slots (continuous batching), flash attention
+  and its per-slot prompt cache (a slot computes its whole prompt when it starts a request whose prefix
+  it does not hold: with 32 slots that is 32 prefills of the few-shot prefix, so fewer slots are tried); `q4_1` is the shipped GGUF, `q8_0` and `bf16` are GGUF files converted
+  from the same checkpoint by llama.cpp's `convert_hf_to_gguf.py` (`--gguf-dir`, see `gguf_file`).
+- `ct2-<compute>-b32`: CTranslate2's `Generator` over the same checkpoint converted by its own
+  converter (cached), `num_hypotheses=N` (one prompt pass per prompt), the template's shared token
+  prefix as a cached `static_prompt`, prompts forwarded at once (`include_prompt_in_result=False`),
+  32 (or 8) rows per batch. CTranslate2 has no bf16 compute on CPU: int8 and float32.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -31,9 +43,12 @@ from criticrm.data.readers import DataConfig, load_pairs
 from criticrm.generation.base import SamplingConfig
 from criticrm.generation.huggingface import HFGenerator
 from criticrm.models.backbone import (
+    DEFAULT_MODEL_NAME,
     ModelConfig,
+    cache_dir,
     cpu_has_fast_bf16,
     default_gguf_path,
+    default_model_dir,
     load_causal_lm,
     load_tokenizer,
 )
@@ -41,7 +56,19 @@ from criticrm.prompts.templates import TemplateSet
 from machine import describe
 
 VARIANTS = ["hf-naive-fp32-b16", "hf-shared-fp32-b32", "hf-shared-bf16-b32", "cascade-fp32-b32", "cascade-bf16-b32",
-            "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score", "llamacpp-server"]
+            "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score", "llamacpp-server",
+            "llama-server-q4_1-np32", "llama-server-q8_0-np32", "llama-server-bf16-np32", "llama-server-q8_0-np4",
+            "ct2-int8-b32", "ct2-float32-b32", "ct2-int8-b8"]
+# The peers take any slot count or batch size: their tuning is a sweep, not a fixed list.
+PEER_PATTERN = re.compile(r"llama-server-(q4_1|q8_0|bf16)-np[1-9][0-9]*|ct2-(int8|float32)-b[1-9][0-9]*")
+
+
+def variant_name(name: str) -> str:
+    """An argparse type: a listed variant, or a peer with any slot count / batch size."""
+    if name in VARIANTS or PEER_PATTERN.fullmatch(name):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}, or "
+                                     f"llama-server-<q4_1|q8_0|bf16>-np<slots> / ct2-<int8|float32>-b<batch>")
 
 
 def conversations(data: str, pairs: int):
@@ -111,14 +138,91 @@ def run_llamacpp(convs, sampling: SamplingConfig, threads: int) -> dict:
             "threads": threads}
 
 
+def gguf_file(gguf_dir: Path | None, kind: str) -> Path | str:
+    """The GGUF file of `kind` (q4_1: the shipped one), or the reason it is missing."""
+    if kind == "q4_1":
+        return default_gguf_path()
+    path = (gguf_dir or Path()) / f"{DEFAULT_MODEL_NAME}-{kind}.gguf"
+    if gguf_dir is None or not path.is_file():
+        return (f"no {path.name} in --gguf-dir; make it with llama.cpp's converter: python convert_hf_to_gguf.py "
+                f"{default_model_dir()} --outtype {kind} --outfile DIR/{path.name}")
+    return path
+
+
+def run_llama_server(variant: str, convs, sampling: SamplingConfig, binary: Path | None, gguf_dir: Path | None,
+                     threads: int) -> dict:
+    from criticrm.generation.openai_compat import OpenAIGenerator
+    from criticrm.testing.llamacpp import native_llama_server
+
+    kind, slots = variant.split("-")[2], int(variant.split("-np")[-1])
+    if binary is None:
+        return {"skipped": "no --llama-server binary given (build llama.cpp's `llama-server` target)"}
+    model = gguf_file(gguf_dir, kind)
+    if isinstance(model, str):
+        return {"skipped": model}
+    with native_llama_server(binary, model, slots=slots, threads=threads) as url:
+        generator = OpenAIGenerator(url, DEFAULT_MODEL_NAME, load_tokenizer(None), concurrency=slots, timeout=1200)
+        started = time.perf_counter()
+        out = generator.generate(convs, sampling)
+        seconds = time.perf_counter() - started
+    tokens = sum(c.completion_tokens for completions in out for c in completions)
+    return {"generated_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+            "threads": threads, "slots": slots, "gguf": Path(model).name}
+
+
+def run_ctranslate2(variant: str, convs, sampling: SamplingConfig, threads: int) -> dict:
+    try:
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+    except ImportError as error:
+        return {"skipped": f"ctranslate2 is not installed ({error}); pip install ctranslate2"}
+    compute, batch = variant.split("-")[1], int(variant.split("-b")[-1])
+    folder = cache_dir() / "ctranslate2" / f"{DEFAULT_MODEL_NAME}-{compute}"
+    if not (folder / "model.bin").is_file():
+        TransformersConverter(str(default_model_dir())).convert(
+            str(folder), quantization=None if compute == "float32" else compute, force=True)
+    tokenizer = load_tokenizer(None)
+    generator = ctranslate2.Generator(str(folder), device="cpu", compute_type=compute, intra_threads=threads)
+    by_template: dict[str, list[list[int]]] = {}
+    for conversation in convs:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        by_template.setdefault(conversation[0]["content"], []).append(
+            tokenizer(text, add_special_tokens=False).input_ids)
+    started = time.perf_counter()
+    tokens = 0
+    for prompts in by_template.values():
+        shared = _common_prefix(prompts)
+        results = generator.generate_batch(
+            [tokenizer.convert_ids_to_tokens(p[shared:]) for p in prompts],
+            static_prompt=tokenizer.convert_ids_to_tokens(prompts[0][:shared]) if shared else None,
+            max_batch_size=max(1, batch // sampling.num_critiques), num_hypotheses=sampling.num_critiques,
+            sampling_topk=0, sampling_topp=sampling.top_p, sampling_temperature=sampling.temperature,
+            max_length=sampling.max_new_tokens, include_prompt_in_result=False, end_token=tokenizer.eos_token,
+            return_end_token=True)
+        tokens += sum(len(ids) for result in results for ids in result.sequences_ids)
+    seconds = time.perf_counter() - started
+    return {"generated_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+            "threads": threads, "compute_type": compute}
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """Length of the token prefix all `sequences` share (less one: a prompt keeps at least one token)."""
+    shortest = min(len(s) for s in sequences)
+    length = next((i for i in range(shortest) if any(s[i] != sequences[0][i] for s in sequences)), shortest)
+    return max(0, min(length, shortest - 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dev.jsonl"))
     parser.add_argument("--pairs", type=int, default=8, help="pairs (x2 responses x N critiques)")
     parser.add_argument("--num-critiques", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
-    parser.add_argument("--llamacpp-threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, type=variant_name)
+    parser.add_argument("--llamacpp-threads", type=int, default=torch.get_num_threads(),
+                        help="threads of the llama.cpp servers and of CTranslate2")
+    parser.add_argument("--llama-server", type=Path, help="llama.cpp's llama-server binary (llama-server-* variants)")
+    parser.add_argument("--gguf-dir", type=Path, help="folder of the q8_0 / bf16 GGUF files (see gguf_file)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/generation.json"))
     args = parser.parse_args()
     sampling = SamplingConfig(num_critiques=args.num_critiques, temperature=0.8, top_p=0.95,
@@ -141,6 +245,11 @@ def main() -> None:
                                           "hundreds of times slower than fp32 here"}
         elif variant == "llamacpp-server":
             results[variant] = run_llamacpp(convs, sampling, args.llamacpp_threads)
+        elif variant.startswith("llama-server"):
+            results[variant] = run_llama_server(variant, convs, sampling, args.llama_server, args.gguf_dir,
+                                                args.llamacpp_threads)
+        elif variant.startswith("ct2"):
+            results[variant] = run_ctranslate2(variant, convs, sampling, args.llamacpp_threads)
         else:
             results[variant] = run_hf(variant, convs, sampling)
         print(variant, results[variant], flush=True)

@@ -99,6 +99,19 @@ def test_a_server_killed_by_an_illegal_instruction_is_explained(tmp_path):
     assert message.endswith("llama_model_load: loaded")
 
 
+def test_native_server_names_a_missing_binary_or_model(tmp_path):
+    from criticrm.testing.llamacpp import native_llama_server
+
+    model = tmp_path / "model.gguf"
+    with pytest.raises(FileNotFoundError, match="llama-server binary not found"), \
+            native_llama_server(tmp_path / "llama-server", model, slots=2):
+        pass
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    with pytest.raises(FileNotFoundError, match="model file not found"), native_llama_server(binary, model, slots=2):
+        pass
+
+
 def test_unreachable_server_fails_after_retries(tokenizer, conversations):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with OpenAIGenerator(url, "none", tokenizer, timeout=2, max_retries=2) as gen:

@@ -1,8 +1,9 @@
-"""Start a llama.cpp server (llama-cpp-python's `llama_cpp.server`) for the OpenAI-compatible backend.
+"""Start a llama.cpp server for the OpenAI-compatible backend: llama-cpp-python's `llama_cpp.server`, or
+llama.cpp's own `llama-server` binary (parallel slots; the benchmarks' peer).
 
-Used by the tests and the benchmarks to serve a GGUF file on loopback. The server is started with
-`--logits_all true`: without it llama-cpp-python refuses `logprobs`, which the probability score
-needs (the price: logits are kept for every prompt position, ~n_ctx x vocab floats of memory).
+Used by the tests and the benchmarks to serve a GGUF file on loopback. llama-cpp-python's server is
+started with `--logits_all true`: without it that server refuses `logprobs`, which the probability
+score needs (the price: logits are kept for every prompt position, ~n_ctx x vocab floats of memory).
 """
 
 from __future__ import annotations
@@ -50,15 +51,49 @@ def llamacpp_server(model_path: str | Path, host: str = "127.0.0.1", port: int |
     reason = llamacpp_available()
     if reason:
         raise RuntimeError(reason)
-    if not Path(model_path).is_file():
-        raise FileNotFoundError(f"model file not found: {model_path}")
+    _check_model(model_path)
     port = port or free_port(host)
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host,
                "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", str(logits_all).lower()]
     if threads:
         command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
-    command += list(extra_args)
-    base_url = f"http://{host}:{port}"
+    with _serve(command + list(extra_args), f"http://{host}:{port}", startup_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def native_llama_server(binary: str | Path, model_path: str | Path, slots: int, host: str = "127.0.0.1",
+                        port: int | None = None, context_per_slot: int = 2048, threads: int | None = None,
+                        startup_timeout: float = 120, extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """Serve `model_path` with llama.cpp's own `llama-server` binary; yields the base URL.
+
+    Unlike llama-cpp-python's server (one request at a time), llama.cpp's server decodes `slots`
+    requests together (continuous batching) and keeps each slot's last prompt in its KV cache, so a
+    request that shares a prefix with its slot's previous one (a judge template's few-shot turns)
+    computes only the rest. The context is shared by the slots (`-c` = slots x `context_per_slot`);
+    flash attention is on. The binary is built from llama.cpp's sources, e.g. those vendored in the
+    llama-cpp-python sdist: `cmake -B build -DLLAMA_CURL=OFF && cmake --build build --target llama-server`.
+    """
+    if not Path(binary).is_file():
+        raise FileNotFoundError(f"llama-server binary not found: {binary}")
+    _check_model(model_path)
+    port = port or free_port(host)
+    command = [str(binary), "--model", str(model_path), "--host", host, "--port", str(port),
+               "--ctx-size", str(slots * context_per_slot), "--parallel", str(slots), "--flash-attn", "on"]
+    if threads:
+        command += ["--threads", str(threads), "--threads-batch", str(threads)]
+    with _serve(command + list(extra_args), f"http://{host}:{port}", startup_timeout) as url:
+        yield url
+
+
+def _check_model(model_path: str | Path) -> None:
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+
+
+@contextlib.contextmanager
+def _serve(command: list[str], base_url: str, startup_timeout: float) -> Iterator[str]:
+    """Run a server `command` until the block ends, once it answers at `base_url` (see `_wait_until_ready`)."""
     with tempfile.TemporaryFile(mode="w+b", prefix="llamacpp-server-") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
