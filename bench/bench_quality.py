@@ -37,7 +37,8 @@ Entries:
 - critic-m1-seedK, standard-seedK (K = 1 .. --seeds - 1): the whole pipeline again with seed +K — its
   critiques are sampled with another seed and both models are trained with another seed (head
   initialisation, batch order, held-out pairs) — in the run folder `<run_dir>-seedK`: the run-to-run
-  spread every difference has to be read against.
+  spread every difference has to be read against. trl-standard-seedK: TRL's model with training seed +K,
+  so the external reference is read against its own spread too.
 
 `--per-subset K` evaluates the first K pairs of every subset (a stratified sample; the file has 28
 subsets), so sections are estimated from every subset at a fraction of the cost. Results: OUT/quality.json
@@ -77,6 +78,8 @@ from trl_reference import DONE_FILE as TRL_DONE_FILE
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 MAIN_MODELS = {"critic-m1": "Critic-RM, m=1", "standard": "standard RM"}  # the rows compared seed by seed
+# rows whose seeds are summarised too (mean, min-max), beside the main models
+SEEDED_MODELS = {**MAIN_MODELS, "trl-standard": "standard RM (TRL RewardTrainer)"}
 # The reward head as TRL's RewardTrainer trains its score layer: the backbone's learning rate, and the
 # model's own initialisation (std = initializer_range, 0.02 for the default backbone). Our configs give
 # the head 50x the backbone's rate from a 1e-3 start; this setting tests whether that is what separates
@@ -167,13 +170,15 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         return Entry(f"critic-m1{seed_suffix(k)}", f"Critic-RM, m=1{_seed_label(k)}", model_dir=str(model),
                      prepare=lambda: main_run(k))
 
-    def trl_reference() -> Entry:
-        out = work / "trl-standard"
+    def trl_reference(k: int = 0) -> Entry:
+        """TRL's RewardTrainer on the same pairs, with training seed + k (its own folder per seed)."""
+        out = work / f"trl-standard{seed_suffix(k)}"
 
         def score(examples: list[EvalExample], report_dir: Path, data_name: str) -> None:
             from trl_reference import score_trl, train_trl
 
-            settings = effective_train_config(dataclasses.replace(config.train, mode="standard"), config.model)
+            train = seeded(config, k).train
+            settings = effective_train_config(dataclasses.replace(train, mode="standard"), config.model)
             model_dir = train_trl(pairs_file(config, work), out, settings, config.model.model)
             started = time.perf_counter()
             results = score_trl(model_dir, examples)
@@ -181,7 +186,7 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
                               {"model": str(model_dir), "data": data_name, "kind": "trl-reward-trainer",
                                "seconds": round(time.perf_counter() - started, 1)})
 
-        return Entry("trl-standard", "standard RM (TRL RewardTrainer)", custom=score)
+        return Entry(f"trl-standard{seed_suffix(k)}", f"standard RM (TRL RewardTrainer){_seed_label(k)}", custom=score)
 
     run_filter = run_dir / rundir.FILTER_DIR
     return [
@@ -203,7 +208,7 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
                  refined(run_filter, work / "refine-none", strategy="none")),
         ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine",
                  refined(run_filter, work / "refine-summarize", strategy="summarize")),
-        *(entry for k in range(1, seeds) for entry in (standard(k), critic_of_seed(k))),
+        *(entry for k in range(1, seeds) for entry in (standard(k), critic_of_seed(k), trl_reference(k))),
     ]
 
 
@@ -369,7 +374,7 @@ def seed_spread(entries: dict[str, dict], seeds: int) -> str:
     and min–max, and the Critic-RM's lead over the standard RM of the same seed with its 95% paired interval:
     how far a one-seed difference can move by chance. Lists whatever seeds are stored so far."""
     groups = {label: [entries[f"{name}{seed_suffix(k)}"] for k in range(seeds) if f"{name}{seed_suffix(k)}" in entries]
-              for name, label in MAIN_MODELS.items()}
+              for name, label in SEEDED_MODELS.items()}
     if not any(len(rows) > 1 for rows in groups.values()):
         return ""
     lines = ["| model | seeds | overall per seed | mean | min–max | length-controlled per seed | mean |",
