@@ -21,9 +21,10 @@ The peers, each tuned as its own documentation advises for this workload:
 - `llama-server-<type>-np<S>`: criticrm's OpenAI backend, S requests at a time, against llama.cpp's own
   server binary (`--llama-server PATH`) with S parallel slots (continuous batching), flash attention
   and its per-slot prompt cache (a slot computes its whole prompt when it starts a request whose prefix
-  it does not hold: with 32 slots that is 32 prefills of the few-shot prefix, so fewer slots are tried); `q4_1` is the shipped GGUF, `q8_0` and `bf16` are GGUF files converted
-  from the same checkpoint by llama.cpp's `convert_hf_to_gguf.py` (`--gguf-dir`, see `gguf_file`).
-- `ct2-<compute>-b32`: CTranslate2's `Generator` over the same checkpoint converted by its own
+  it does not hold: with 32 slots that is 32 prefills of the few-shot prefix, so fewer slots are
+  tried); `q4_1` is the shipped GGUF, `q8_0` and `bf16` are GGUF files converted from the same
+  checkpoint by llama.cpp's `convert_hf_to_gguf.py` (`--gguf-dir`, see `gguf_file`).
+- `ct2-<compute>-b<B>`: CTranslate2's `Generator` over the same checkpoint converted by its own
   converter (cached), `num_hypotheses=N` (one prompt pass per prompt), the template's shared token
   prefix as a cached `static_prompt`, prompts forwarded at once (`include_prompt_in_result=False`),
   32 (or 8) rows per batch. CTranslate2 has no bf16 compute on CPU: int8 and float32.

@@ -72,7 +72,8 @@ def native_llama_server(binary: str | Path, model_path: str | Path, slots: int, 
     request that shares a prefix with its slot's previous one (a judge template's few-shot turns)
     computes only the rest. The context is shared by the slots (`-c` = slots x `context_per_slot`);
     flash attention is on. The binary is built from llama.cpp's sources, e.g. those vendored in the
-    llama-cpp-python sdist: `cmake -B build -DLLAMA_CURL=OFF && cmake --build build --target llama-server`.
+    llama-cpp-python sdist: `cmake -B build -DLLAMA_CURL=OFF && cmake --build build --target llama-server`
+    (BENCHMARKS.md has the flags used there: a native build's AMX kernels died on a VM's Xeon).
     """
     if not Path(binary).is_file():
         raise FileNotFoundError(f"llama-server binary not found: {binary}")
@@ -142,9 +143,10 @@ def _wait_until_ready(process: subprocess.Popen, base_url: str, timeout: float, 
 def _exit_message(process: subprocess.Popen, when: str, log) -> str:
     message = f"llama.cpp server exited with code {process.returncode} {when}"
     if process.returncode == -signal.SIGILL:
-        message += (" (illegal instruction: llama-cpp-python was compiled with instructions this machine "
-                    "does not run, e.g. a -march=native build from another CPU, or AMX that a VM disallows; "
-                    "reinstall it with scripts/setup.sh --dev, which builds it portable)")
+        message += (" (illegal instruction: llama.cpp was compiled with instructions this machine does not "
+                    "run, e.g. a -march=native build from another CPU, or AMX that a VM disallows; reinstall "
+                    "llama-cpp-python with scripts/setup.sh --dev, which builds it portable, or rebuild "
+                    "llama-server with -DGGML_NATIVE=OFF and the AMX options off)")
     return f"{message}:\n{_tail(log)}"
 
 
