@@ -460,7 +460,9 @@ def test_sigterm_stops_accepting_finishes_the_request_in_flight_and_exits(models
         for _ in range(100):  # the listening socket closes at once, while the request is still waiting
             try:
                 httpx.get(f"{url}/health", timeout=1)
-            except httpx.ConnectError:
+            # refused; or, when the kernel had queued the connection just before the socket closed, dropped
+            # unanswered (seen once, in a clean-clone run of 2026-11-30): either way no new request is served
+            except (httpx.ConnectError, httpx.RemoteProtocolError):
                 refused = True
                 break
             time.sleep(0.02)
