@@ -42,7 +42,7 @@ import torch
 
 from criticrm.data.readers import DataConfig, load_pairs
 from criticrm.generation.base import SamplingConfig
-from criticrm.generation.huggingface import HFGenerator
+from criticrm.generation.huggingface import HFGenerator, _common_prefix_length
 from criticrm.models.backbone import (
     DEFAULT_MODEL_NAME,
     ModelConfig,
@@ -192,7 +192,8 @@ def run_ctranslate2(variant: str, convs, sampling: SamplingConfig, threads: int)
     started = time.perf_counter()
     tokens = 0
     for prompts in by_template.values():
-        shared = _common_prefix(prompts)
+        # the template's shared tokens, less one: a prompt keeps at least one token of its own
+        shared = max(0, min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1))
         results = generator.generate_batch(
             [tokenizer.convert_ids_to_tokens(p[shared:]) for p in prompts],
             static_prompt=tokenizer.convert_ids_to_tokens(prompts[0][:shared]) if shared else None,
@@ -205,12 +206,6 @@ def run_ctranslate2(variant: str, convs, sampling: SamplingConfig, threads: int)
     return {"generated_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
             "threads": threads, "compute_type": compute}
 
-
-def _common_prefix(sequences: list[list[int]]) -> int:
-    """Length of the token prefix all `sequences` share (less one: a prompt keeps at least one token)."""
-    shortest = min(len(s) for s in sequences)
-    length = next((i for i in range(shortest) if any(s[i] != sequences[0][i] for s in sequences)), shortest)
-    return max(0, min(length, shortest - 1))
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ class CritiqueConfig(Config):
     """How critiques are generated (the sampling settings live in SamplingConfig)."""
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    # 64: 162 generated tok/s against 138 at 32 on a 2-core bf16 CPU, and 128 no faster (BENCHMARKS.md)
+    # 64: 162 generated tok/s against 138 at 32, and 128 no faster (2-core Intel Xeon with AMX, one run; BENCHMARKS.md)
     batch_size: int = field(default=64, metadata={"help": "sequences generated together (prompts x N); records are written after each batch", "min": 1})
     template: str | None = field(default=None, metadata={"help": "force one judge template: general, safety, reasoning or a YAML file (default: per pair domain/subset)"})
     few_shot: bool = field(default=True, metadata={"help": "show the template's example critiques (small base models need them)"})
