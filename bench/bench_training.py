@@ -6,16 +6,18 @@ the refine stage's rows when `--critic-data` names them, else on the same pairs 
 (`criticrm.testing.rows`, ~25 tokens each: shorter than real critiques). Standard mode and TRL train
 on the plain pairs, as chat (user = prompt, assistant = response).
 
-Metric: tokens that carry a real token (attention mask = 1) forwarded and back-propagated per second of
-optimizer steps, after `--warmup` untimed steps; evaluation and saving are not timed. `computed/trained`
-is the number of positions actually computed (padding included) per trained token. Each variant runs in a
+Metric: the tokens of the training sequences (padding aside, a shared prefix counted once per sequence that
+holds it) trained per second of optimizer steps, after `--warmup` untimed steps; evaluation and saving are
+not timed. `computed/trained` is the number of positions actually computed per trained token: above 1 is
+padding, below 1 what packed rows saved. Each variant runs in a
 fresh subprocess (clean peak memory, no shared state).
 
     python bench/bench_training.py --steps 8 --out bench/results/training.json      # the full run (~1 h on 2 cores)
     python bench/bench_training.py --steps 1 --warmup 1 --pairs 8 --variants critic-full-fp32 trl-fp32
                                                                                       # a quick check of the script
 
-Variants: `{critic,standard}-{full,lora}-{fp32,bf16}` (criticrm; `-gc` adds gradient checkpointing) and
+Variants: `{critic,standard}-{full,lora}-{fp32,bf16}` (criticrm, each pair one packed row: its shared prefixes
+forwarded once; `-gc` adds gradient checkpointing, `-separate` forwards one row per sequence, as before packing) and
 `trl-{fp32,bf16}[-gc]` (TRL 1.16 RewardTrainer; `-gc` is its default gradient checkpointing). bf16 variants
 run only where bf16 is fast (CUDA, or a CPU with AVX-512 BF16 / AMX); elsewhere they are reported skipped.
 TRL is an optional extra (`pip install -e .[bench]`), never a runtime dependency.
@@ -38,8 +40,9 @@ import torch
 
 VARIANTS = ["critic-full-fp32", "critic-lora-fp32", "standard-full-fp32", "standard-lora-fp32",
             "critic-full-fp32-gc", "critic-full-bf16", "critic-lora-bf16", "standard-full-bf16",
-            "trl-fp32-gc", "trl-fp32", "trl-bf16-gc", "trl-bf16"]
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "critic-full-fp32-gc"]
+            "trl-fp32-gc", "trl-fp32", "trl-bf16-gc", "trl-bf16", "critic-full-bf16-separate",
+            "standard-full-bf16-separate", "critic-full-fp32-separate"]
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "critic-full-fp32-gc" and not v.endswith("-separate")]
 
 
 class StepTimer:
@@ -103,9 +106,10 @@ def run_criticrm(variant: str, args) -> dict:
     config = TrainConfig(mode=mode, max_length=args.max_length, batch_size=args.batch_size, eval_fraction=0.0,
                          eval_steps=0, save_steps=10 ** 6, max_steps=args.warmup + args.steps, epochs=100,
                          learning_rate=1e-4 if method == "lora" else 1e-5, lora=method == "lora", precision=precision,
-                         gradient_checkpointing=variant.endswith("-gc"), resume=False, logging_steps=1)
+                         gradient_checkpointing=variant.endswith("-gc"), share_prefixes=not variant.endswith("-separate"),
+                         resume=False, logging_steps=1)
     summary = train_reward_model(config, data, work / "out", show_progress=False, callbacks=[timer.callback])
-    return {**timer.result(), "computed_per_trained": summary["padding_overhead"],
+    return {**timer.result(), "computed_per_trained": summary["computed_per_trained"],
             "pairs_used": summary["train_data"]["pairs"], "pairs_dropped": summary["train_data"]["dropped_too_long"],
             "truncated_sequences": summary["train_data"]["truncated_sequences"]}
 

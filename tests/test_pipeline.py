@@ -57,3 +57,21 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
     assert run_pipeline(PipelineConfig.from_yaml(config), log=logs.append) == tmp_path / "run"  # the library
     second = "\n".join(logs)
     assert second.count("skipped") >= len(STAGES) and "Critic-RM (m=1)" in second
+
+
+def test_no_baseline_trains_and_evaluates_the_critic_rm_alone(tmp_path, capsys):
+    """`--no-baseline`: no standard RM is trained or evaluated; the comparison holds the Critic-RM alone."""
+    backbone = make_tiny_backbone(tmp_path / "backbone")
+    run_dir = tmp_path / "run"
+    assert main(["pipeline", "--data", str(SAMPLE / "train.jsonl"), "--limit", "4", "--model", str(backbone),
+                 "--run-dir", str(run_dir), "--no-baseline", "--num-critiques", "1", "--max-new-tokens", "4",
+                 "--strategy", "none", "--batch-size", "2", "--max-length", "512", "--eval-fraction", "0",
+                 "--evaluation.data", str(SAMPLE / "eval_sections.jsonl"), "--evaluation.limit", "2",
+                 "--judges", ""]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in rundir.read_record(run_dir / "train-critic")
+    assert "finished" in rundir.read_record(run_dir / "eval-critic")
+    assert not (run_dir / "train-standard").exists() and not (run_dir / "eval-standard").exists()
+    assert "standard reward model" not in out
+    table = (run_dir / "comparison" / "compare.md").read_text()
+    assert "Critic-RM (m=1)" in table and "standard RM" not in table

@@ -50,6 +50,7 @@ TEMPLATE_FILE = "judge_template.yaml"
 CRITICRM_SUBDIR = "criticrm"  # the head, config and template: out of every causal-LM loader's way
 FORMAT_VERSION = 1
 READ_AT = {"critic": "end_of_critique", "standard": "end_of_response"}
+PACKED_ATTENTION = ("sdpa", "eager")  # the attention kernels that take a packed row's 4-D mask as given
 
 
 class RewardModelError(CriticRMError):
@@ -180,21 +181,31 @@ class CriticRewardModel(nn.Module):
 
     # ---- computation ----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                read_positions: torch.Tensor | None = None, lm_positions: torch.Tensor | None = None) -> RewardModelOutput:
+                read_positions: torch.Tensor | None = None, lm_positions: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, read_rows: torch.Tensor | None = None) -> RewardModelOutput:
         """Rewards of a batch, and LM logits at the flat positions `lm_positions` (row * width + column).
 
         `read_positions` [batch] is the index of the token each reward is read at; by default the last
         token the attention mask covers (correct for left and right padding). Position ids follow the
         attention mask, so a left-padded sequence gets the same positions as when it is alone.
+
+        Packed rows (`criticrm.models.packing`: several sequences sharing prefixes in one row) come with a
+        [rows, 1, width, width] boolean mask (True: may attend), their `position_ids`, and `read_rows`, the
+        row of each reward (then `read_positions` holds its column, one entry per reward).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+        if attention_mask.dim() == 4:
+            if position_ids is None or read_positions is None:
+                raise ValueError("a 4-D attention mask (packed rows) needs position_ids and read_positions")
+            attention_mask = self._packed_mask(attention_mask)
+        elif position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False).last_hidden_state
         if read_positions is None:
             read_positions = last_token_positions(attention_mask)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        rows = torch.arange(hidden.shape[0], device=hidden.device) if read_rows is None else read_rows.to(hidden.device)
         at_read = hidden[rows, read_positions.to(hidden.device)]
         rewards = self.reward_head(at_read.to(self.reward_head_dtype)).float()
         lm_logits = None
@@ -202,6 +213,27 @@ class CriticRewardModel(nn.Module):
             flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, lm_positions.to(hidden.device))
             lm_logits = self.lm_logits(flat)
         return RewardModelOutput(rewards=rewards, lm_logits=lm_logits)
+
+    @property
+    def attention_implementation(self) -> str:
+        return getattr(self.causal_lm.config, "_attn_implementation", None) or "eager"
+
+    @property
+    def takes_packed_rows(self) -> bool:
+        """Whether the attention kernel takes the 4-D mask of packed rows (`forward`)."""
+        return self.attention_implementation in PACKED_ATTENTION
+
+    def _packed_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A packed batch's boolean mask in the form the attention kernel takes it as given: boolean for SDPA,
+        additive (0 / most negative) for eager attention. Kernels that take no mask (flash attention) cannot
+        run packed rows: the trainer packs only for these two."""
+        implementation = self.attention_implementation
+        if implementation == "sdpa":
+            return mask.bool()
+        if implementation == "eager":
+            dtype = self.causal_lm.get_input_embeddings().weight.dtype
+            return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask.bool(), torch.finfo(dtype).min)
+        raise ValueError(f"packed rows need sdpa or eager attention; this model uses {implementation}")
 
     @property
     def reward_head_dtype(self) -> torch.dtype:

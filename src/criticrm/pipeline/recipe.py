@@ -4,7 +4,7 @@
     run_dir = run_pipeline(PipelineConfig.from_yaml("configs/demo.yaml"))
 
 Stage 1 (critiques, filtering, refinement), then both reward models on the same refined data (the
-Critic-RM and the standard Bradley-Terry RM baseline), then, when `evaluation.data` names a file, the
+Critic-RM and, unless `run.baseline` is off, the standard Bradley-Terry RM baseline), then, when `evaluation.data` names a file, the
 base model as a pointwise and a pairwise judge and both reward models evaluated on it, side by side.
 Every stage writes its folder of the run directory (`criticrm.rundir`); finished stages are skipped.
 With `run.rounds` K > 1 the Critic-RM then writes the critiques of a new round of self-training, K - 1
@@ -133,7 +133,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
     log(f"{len(pairs)} pairs from {config.data.data}")
     report = _stage_one(config, pairs, run_dir, stages, generator, log)
     refine_dir = run_dir / rundir.REFINE_DIR
-    for mode in TRAIN_MODES:
+    for mode in _train_modes(config):
         _train(config, mode, refine_dir, stages, log)
     examples = _evaluation_examples(config, log)
     evaluated = _evaluate(config, 1, run_dir, stages, generator, examples)
@@ -147,11 +147,16 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
         log(f"rounds: {write_rounds_report(run_dir, rounds, config.run.round_init)} (and a section of {report})")
     log(f"run directory: {run_dir}\n  data report: {report}\n  training data: {refine_dir / rundir.TRAIN_FILE}\n"
         + "".join(f"  {mode} reward model: {run_dir / rundir.train_dir(mode) / rundir.MODEL_DIR}\n"
-                  for mode in TRAIN_MODES)
+                  for mode in _train_modes(config))
         + "".join(f"  critic reward model of round {k}: {_critic_of(run_dir, k)}\n"
                   for k in range(2, config.run.rounds + 1))
         + (f"  evaluation: {comparison}\n" if comparison else ""))
     return run_dir
+
+
+def _train_modes(config: PipelineConfig) -> tuple[str, ...]:
+    """The reward models round 1 trains: the Critic-RM, and the standard RM unless `run.baseline` is off."""
+    return TRAIN_MODES if config.run.baseline else ("critic",)
 
 
 def _critic_of(run_dir: Path, round_number: int) -> Path:
@@ -271,7 +276,7 @@ def _evaluate(config: PipelineConfig, round_number: int, round_dir: Path, stages
     critic = f"Critic-RM (m={scoring.num_critiques})" if first else \
         f"Critic-RM round {round_number} (m={scoring.num_critiques})"
     names = {"standard": "standard RM", "critic": critic}
-    modes = ("standard", "critic") if first else ("critic",)
+    modes = tuple(sorted(_train_modes(config), key=lambda mode: mode != "standard")) if first else ("critic",)
     runs += [(rundir.eval_dir(mode), EvalConfig(name=names[mode]),
               dataclasses.replace(config.model, model=str(round_dir / rundir.train_dir(mode) / rundir.MODEL_DIR),
                                   dtype="auto"), sampling)
@@ -289,12 +294,12 @@ def _evaluate(config: PipelineConfig, round_number: int, round_dir: Path, stages
 
 
 def _compare(run_dir: Path, evaluated: list[Path], log: Callable[[str], None]) -> Path:
-    """Every evaluation side by side. The standard RM comes first: every other column is then given its
-    difference from it (the paper's comparison), with a paired bootstrap interval."""
+    """Every evaluation side by side. The standard RM (when the run trained one) comes first: every other
+    column is then given its difference from it (the paper's comparison), with a paired bootstrap interval."""
     from criticrm.evaluation.eval_report import compare_reports
 
     standard = run_dir / rundir.eval_dir("standard")
-    order = [standard, *(folder for folder in evaluated if folder != standard)]
+    order = sorted(evaluated, key=lambda folder: folder != standard)
     comparison = run_dir / rundir.COMPARISON_DIR
     log(compare_reports([folder / rundir.REPORT_JSON for folder in order], comparison))
     return comparison
@@ -312,9 +317,14 @@ def _cards_with_evaluation(round_dir: Path, modes: tuple[str, ...]) -> None:
                           evaluation=load_report(round_dir / rundir.eval_dir(mode)))
 
 
+# Settings that do not change a stage's output: the API key, and the packing of training rows (the same
+# sums up to float rounding). Changing them does not redo a finished stage.
+_NOT_FINGERPRINTED = ("api_key", "share_prefixes")
+
+
 def _settings(*configs) -> dict:
-    """A stage's settings for its fingerprint (the API key is left out: it does not change the output)."""
+    """A stage's settings for its fingerprint (without those in `_NOT_FINGERPRINTED`)."""
     settings = {}
     for config in configs:
-        settings.update({k: v for k, v in flat_dict(config).items() if k != "api_key"})
+        settings.update({k: v for k, v in flat_dict(config).items() if k not in _NOT_FINGERPRINTED})
     return settings

@@ -31,6 +31,7 @@ class RunConfig(Config):
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory: every stage writes its outputs here"})
     force: bool = field(default=False, metadata={"help": "redo every stage, even finished ones (old outputs are kept aside)"})
     rounds: int = field(default=1, metadata={"help": "self-training rounds: round k+1 samples, filters and refines its critiques with round k's Critic-RM and trains again (round k >= 2 in round-k/)", "min": 1})
+    baseline: bool = field(default=True, metadata={"help": "also train (and evaluate) the standard Bradley-Terry RM on the same pairs, the baseline the Critic-RM is compared with; turn off when the baseline comes from elsewhere (it costs about a third of the training time)"})
     round_init: Literal["base", "continue"] = field(default="base", metadata={"help": "what round k+1 trains from: base (the base backbone and a fresh head, on round k+1's data) or continue (round k's Critic-RM, reward head included)"})
 
     def __post_init__(self):

@@ -66,6 +66,7 @@ class TrainConfig(Config):
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ... (comma-separated)"})
     resume: bool = field(default=True, metadata={"help": "resume from the newest checkpoint in the output folder when there is one"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, held-out split, random-k pairing, head init)"})
+    share_prefixes: bool = field(default=True, metadata={"help": "forward the judge prompt that a pair's sequences share once (each pair one packed row with a tree attention mask) rather than once per critique: the same rewards and losses up to float rounding, for fewer tokens; used with sdpa or eager attention (off with other kernels)"})
     attn_implementation: str | None = field(default=None, metadata={"help": "attention kernel: sdpa, eager, flash_attention_2 (default: the model's)"})
     deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed JSON config (alternatively launch with `accelerate launch --config_file ...`)"})
     dataloader_workers: int = field(default=0, metadata={"help": "data-loading worker processes", "min": 0})

@@ -35,6 +35,7 @@ from criticrm.data.readers import (
 from criticrm.data.schema import ScoredCritique, TrainingPair
 from criticrm.data.text import is_blank
 from criticrm.errors import CriticRMError
+from criticrm.models.packing import PackedRow, pack_sequences
 from criticrm.models.sequences import EncodedSequence, SequenceBuilder
 from criticrm.rundir import TRAIN_FILE
 
@@ -342,11 +343,18 @@ class LengthGroupedSampler(Sampler[int]):
 
 @dataclass
 class PairCollator:
-    """Items of PairDataset -> one padded batch of every sequence, with comparisons and label positions."""
+    """Items of PairDataset -> one padded batch of every sequence, with comparisons and label positions.
+
+    With `share_prefixes`, each item (pair) is one row: its sequences packed as a prefix tree
+    (`criticrm.models.packing`), so the judge prompt that N critiques of a response share is forwarded once;
+    the batch then carries a 4-D attention mask, position ids, and the row each reward is read in
+    (`read_rows`). Without it, each sequence is its own row, padded on the right.
+    """
 
     pad_token_id: int
     with_critique_loss: bool = True
     pad_to_multiple_of: int | None = None
+    share_prefixes: bool = False
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequences: list[EncodedSequence] = []
@@ -366,26 +374,26 @@ class PairCollator:
                 pair_of_seq.append(pair_number)
                 is_chosen.append(slot in chosen_slots)
                 label_seq.append(self.with_critique_loss and item["supervised"])
-        width = max(len(s) for s in sequences)
+        layout = _packed_layout(items) if self.share_prefixes else _separate_layout(sequences)
+        width = max(len(ids) for ids in layout.row_ids)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        input_ids = torch.full((len(layout.row_ids), width), self.pad_token_id, dtype=torch.long)
+        for row, ids in enumerate(layout.row_ids):
+            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         lm_positions, lm_targets = [], []
-        for row, sequence in enumerate(sequences):
-            ids = torch.tensor(sequence.input_ids, dtype=torch.long)
-            input_ids[row, :len(ids)] = ids
-            attention_mask[row, :len(ids)] = 1
-            if label_seq[row] and sequence.label_end > sequence.label_start:
+        for k, sequence in enumerate(sequences):
+            if label_seq[k] and sequence.label_end > sequence.label_start:
                 # Hidden state at position p predicts token p + 1.
-                columns = torch.arange(sequence.label_start - 1, sequence.label_end - 1)
-                lm_positions.append(row * width + columns)
-                lm_targets.append(ids[sequence.label_start:sequence.label_end])
+                columns = layout.columns[k][sequence.label_start - 1:sequence.label_end - 1]
+                lm_positions.append(layout.row_of[k] * width + torch.tensor(columns, dtype=torch.long))
+                lm_targets.append(torch.tensor(sequence.input_ids[sequence.label_start:sequence.label_end],
+                                               dtype=torch.long))
         empty = torch.zeros(0, dtype=torch.long)
-        return {
+        batch = {
             "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "read_positions": torch.tensor([len(s) - 1 for s in sequences], dtype=torch.long),
+            "attention_mask": layout.attention_mask(width),
+            "read_positions": torch.tensor([columns[-1] for columns in layout.columns], dtype=torch.long),
             "lm_positions": torch.cat(lm_positions) if lm_positions else empty,
             "lm_targets": torch.cat(lm_targets) if lm_targets else empty,
             "chosen_index": torch.tensor(chosen_index, dtype=torch.long),
@@ -393,6 +401,50 @@ class PairCollator:
             "comparison_weights": torch.tensor(weights, dtype=torch.float32),
             "margins": torch.tensor(margins, dtype=torch.float32),
             "pair_of_sequence": torch.tensor(pair_of_seq, dtype=torch.long),
+            "pair_of_row": torch.tensor(list(range(len(items))) if self.share_prefixes else pair_of_seq,
+                                        dtype=torch.long),
             "sequence_is_chosen": torch.tensor(is_chosen, dtype=torch.bool),
             "num_pairs": torch.tensor(len(items), dtype=torch.long),
+            "num_tokens": torch.tensor(sum(len(s) for s in sequences), dtype=torch.long),  # before any packing
         }
+        if self.share_prefixes:
+            batch["position_ids"] = layout.position_ids(width)
+            batch["read_rows"] = torch.tensor(layout.row_of, dtype=torch.long)
+        return batch
+
+
+@dataclass
+class _Layout:
+    """Where a batch's sequences sit: the token ids of each row, the row of each sequence and the column of
+    each of its tokens; `packed` rows (prefix trees) also carry their attention structure."""
+
+    row_ids: list[list[int]]
+    row_of: list[int]
+    columns: list[list[int]]
+    packed: list[PackedRow] | None = None
+
+    def attention_mask(self, width: int) -> torch.Tensor:
+        if self.packed is None:  # [rows, width]: 1 on each row's tokens
+            mask = torch.zeros((len(self.row_ids), width), dtype=torch.long)
+            for row, ids in enumerate(self.row_ids):
+                mask[row, :len(ids)] = 1
+            return mask
+        return torch.stack([row.attention_mask(width) for row in self.packed]).unsqueeze(1)  # [rows, 1, w, w]
+
+    def position_ids(self, width: int) -> torch.Tensor:
+        positions = torch.zeros((len(self.row_ids), width), dtype=torch.long)
+        for row, packed in enumerate(self.packed or []):
+            positions[row, :len(packed)] = torch.tensor(packed.position_ids, dtype=torch.long)
+        return positions
+
+
+def _separate_layout(sequences: list[EncodedSequence]) -> _Layout:
+    return _Layout([s.input_ids for s in sequences], list(range(len(sequences))),
+                   [list(range(len(s))) for s in sequences])
+
+
+def _packed_layout(items: list[dict[str, Any]]) -> _Layout:
+    rows = [pack_sequences([s.input_ids for s in item["sequences"]]) for item in items]
+    row_of = [row for row, item in enumerate(items) for _ in item["sequences"]]
+    columns = [columns for packed in rows for columns in packed.index]
+    return _Layout([packed.input_ids for packed in rows], row_of, columns, rows)

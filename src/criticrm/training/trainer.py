@@ -70,7 +70,7 @@ class CriticRMTrainer(Trainer):
         self._sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._first_unlogged_step: int | None = None  # the optimizer step the summed components start at
         self.merge_lora_on_save = False
-        self.computed_tokens = 0  # padded positions forwarded in training (trained tokens + padding)
+        self.computed_tokens = 0  # positions forwarded in training: trained tokens + padding - shared prefixes
 
     # ---- λ ------------------------------------------------------------------------------------------------
     @property
@@ -101,12 +101,22 @@ class CriticRMTrainer(Trainer):
             counts = self.accelerator.gather(counts)
         return counts.sum(0)
 
+    def _track_num_input_tokens(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Tokens seen: those of the batch's sequences (`num_tokens`), however they were laid out. The
+        Trainer's own count sums the attention mask, which a packed batch gives in 4-D."""
+        tokens = torch.as_tensor(inputs["num_tokens"], device=self.args.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
+
     # ---- loss ---------------------------------------------------------------------------------------------
+    def _forward(self, model, batch: dict[str, torch.Tensor]):
+        """Rewards (and critique logits in critic mode) of a collated batch, separate or packed rows."""
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     read_positions=batch["read_positions"], lm_positions=batch["lm_positions"] if self.critic else None,
+                     position_ids=batch.get("position_ids"), read_rows=batch.get("read_rows"))
+
     def compute_loss(self, model, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | None = None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        read_positions=inputs["read_positions"],
-                        lm_positions=inputs["lm_positions"] if self.critic else None)
+        outputs = self._forward(model, inputs)
         sums = reward_loss_sums(outputs.rewards, inputs["chosen_index"], inputs["rejected_index"],
                                 inputs["comparison_weights"], inputs["margins"])
         sums["critique_loss"] = critique_loss_sum(outputs.lm_logits, inputs["lm_targets"])
@@ -177,9 +187,7 @@ class CriticRMTrainer(Trainer):
         rows = []
         for batch in dataloader:
             batch = self._prepare_inputs(batch)
-            outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            read_positions=batch["read_positions"],
-                            lm_positions=batch["lm_positions"] if self.critic else None)
+            outputs = self._forward(model, batch)
             rows.append(self.accelerator.gather_for_metrics(_per_pair_statistics(batch, outputs)))
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         model.train(was_training)
@@ -245,7 +253,7 @@ def _per_pair_statistics(batch: dict[str, torch.Tensor], outputs) -> torch.Tenso
     tokens = torch.zeros(pairs, device=device)
     if outputs.lm_logits is not None and batch["lm_targets"].numel():
         token_ce = F.cross_entropy(outputs.lm_logits.float(), batch["lm_targets"], reduction="none")
-        token_pair = pair_of[batch["lm_positions"] // batch["input_ids"].shape[1]]
+        token_pair = batch["pair_of_row"][batch["lm_positions"] // batch["input_ids"].shape[1]]
         ce_sum = per_pair(token_ce, token_pair)
         tokens = per_pair(torch.ones_like(token_ce), token_pair)
     return torch.stack([mean_chosen, mean_rejected, reward_loss, ce_sum, tokens, per_pair(rewards, pair_of),
@@ -515,6 +523,12 @@ def _training_and_validation_pairs(config: TrainConfig, data: str | Path) -> tup
     return split_by_prompt(pairs, config.eval_fraction, config.seed)
 
 
+def shares_prefixes(config: TrainConfig, model: CriticRewardModel) -> bool:
+    """Whether each pair is forwarded as one packed row (`train.share_prefixes`): asked for, and the model's
+    attention kernel takes a packed row's mask."""
+    return config.share_prefixes and model.takes_packed_rows
+
+
 def _trainer(config: TrainConfig, model: CriticRewardModel, args: TrainingArguments, tokenizer, train_examples: list,
              eval_examples: list, out_dir: Path, show_progress: bool, callbacks: list[TrainerCallback] | None
              ) -> tuple[CriticRMTrainer, ThroughputCallback]:
@@ -527,7 +541,8 @@ def _trainer(config: TrainConfig, model: CriticRewardModel, args: TrainingArgume
     throughput = ThroughputCallback()
     trainer = CriticRMTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        data_collator=PairCollator(tokenizer.pad_token_id, with_critique_loss=config.mode == "critic"),
+        data_collator=PairCollator(tokenizer.pad_token_id, with_critique_loss=config.mode == "critic",
+                                   share_prefixes=shares_prefixes(config, model)),
         processing_class=tokenizer, train_config=config, lambda_schedule=schedule,
         callbacks=[EpochCallback(train_dataset), JsonlLogCallback(out_dir / rundir.TRAIN_LOG_FILE), throughput,
                    *(callbacks or [])],
@@ -574,6 +589,7 @@ def _run_summary(trainer: CriticRMTrainer, config: TrainConfig, model_name: str 
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "precision": resolve_precision(config.precision),
+        "packed_rows": shares_prefixes(config, trainer.accelerator.unwrap_model(trainer.model)),
         "processes": trainer.accelerator.num_processes,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
@@ -598,7 +614,7 @@ def _throughput(trainer: CriticRMTrainer, throughput: ThroughputCallback, train_
         "trained_tokens_per_s": throughput.tokens_per_s,  # during optimizer steps only
         "wall_tokens_per_s": round(session_tokens / train_seconds, 2) if train_seconds else None,  # incl. eval, saving
         "computed_tokens": computed_tokens,
-        "padding_overhead": round(computed_tokens / session_tokens, 3) if session_tokens else None,
+        "computed_per_trained": round(computed_tokens / session_tokens, 3) if session_tokens else None,
     }
 
 
@@ -610,9 +626,10 @@ def _describe_margin(margin: dict[str, Any]) -> str:
 
 
 # Settings that change how a run executes, not what it computes: a run may resume, or count as
-# finished, under other values. Gradient checkpointing is one: a run killed for memory resumes with it.
+# finished, under other values. Gradient checkpointing is one: a run killed for memory resumes with it;
+# packed rows another (the same sums up to float rounding).
 _RUNTIME_SETTINGS = {"resume", "report_to", "logging_steps", "dataloader_workers", "save_total_limit",
-                     "eval_batch_size", "gradient_checkpointing"}
+                     "eval_batch_size", "gradient_checkpointing", "share_prefixes"}
 # ... and, for resuming only, the length of the run (epochs / max_steps may grow).
 _HARMLESS_SETTINGS = _RUNTIME_SETTINGS | {"max_steps", "epochs"}
 
