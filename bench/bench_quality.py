@@ -179,9 +179,11 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
 
             train = seeded(config, k).train
             settings = effective_train_config(dataclasses.replace(train, mode="standard"), config.model)
-            model_dir = train_trl(pairs_file(config, work), out, settings, config.model.model)
+            with rundir.working(out):
+                model_dir = train_trl(pairs_file(config, work), out, settings, config.model.model)
             started = time.perf_counter()
-            results = score_trl(model_dir, examples)
+            with rundir.working(report_dir):
+                results = score_trl(model_dir, examples)
             write_eval_report("TRL RewardTrainer", results, report_dir,
                               {"model": str(model_dir), "data": data_name, "kind": "trl-reward-trainer",
                                "seconds": round(time.perf_counter() - started, 1)})
@@ -247,7 +249,8 @@ def _train(config: PipelineConfig, data: Path, out: Path, **changes) -> None:
     from criticrm.training.trainer import train_reward_model
 
     settings = effective_train_config(dataclasses.replace(config.train, **changes), config.model)
-    train_reward_model(settings, data, out, model_name=config.model.model, use_cpu=config.model.device == "cpu")
+    with rundir.working(out):
+        train_reward_model(settings, data, out, model_name=config.model.model, use_cpu=config.model.device == "cpu")
     gc.collect()  # the next ablation trains another model in this process
 
 
@@ -262,8 +265,9 @@ def evaluate(entry: Entry, examples: list[EvalExample], data_name: str, report_d
                                                                                                temperature=0.0)
     else:
         config, model, sampling = EvalConfig(name=entry.label), ModelConfig(model=entry.model_dir), SamplingConfig()
-    run_evaluation(examples, config, model, ScoringConfig(num_critiques=entry.num_critiques), CritiqueConfig(),
-                   sampling, report_dir, data_name=data_name)
+    with rundir.working(report_dir):
+        run_evaluation(examples, config, model, ScoringConfig(num_critiques=entry.num_critiques), CritiqueConfig(),
+                       sampling, report_dir, data_name=data_name)
     gc.collect()
 
 
@@ -401,22 +405,33 @@ def seed_spread(entries: dict[str, dict], seeds: int) -> str:
 
 
 def wall_times(config: PipelineConfig, rows: list[dict], seeds: int) -> str:
-    """What each step cost: every pipeline run's stages (from their run records) and each entry's training
-    and evaluation, in minutes on the machine that ran them."""
-    lines = ["| step | minutes |", "|---|---|"]
+    """What each step cost: every pipeline run's stages and each entry's training and evaluation, in minutes.
+
+    Where a step's folder has its segments (`rundir.working`), the minutes are their sum, with how many
+    processes did the work and on which machines; else (folders from before) the finishing process's time."""
+    lines = ["| step | minutes | segments | machines |", "|---|---|---|---|"]
+
+    def line(step: str, folder: Path, seconds: float | None) -> None:
+        totals = rundir.segment_totals(folder)
+        if totals:
+            lines.append(f"| {step} | {totals['seconds'] / 60:.1f} | {totals['segments']} | "
+                         f"{'; '.join(totals['machines'])} |")
+        elif seconds is not None:
+            lines.append(f"| {step} | {seconds / 60:.1f} | the finishing one | – |")
+
     for k in range(seeds):
         run_dir = Path(seeded(config, k).run.run_dir)
         for stage in (rundir.CRITIQUES_DIR, rundir.FILTER_DIR, rundir.REFINE_DIR, rundir.train_dir("critic"),
                       rundir.train_dir("standard")):
             finished = rundir.read_record(run_dir / stage).get("finished")
             if finished and finished.get("seconds") is not None:
-                lines.append(f"| pipeline{_seed_label(k)}: {stage} | {finished['seconds'] / 60:.1f} |")
+                line(f"pipeline{_seed_label(k)}: {stage}", run_dir / stage, finished["seconds"])
     for row in rows:
         training = row.get("training") or {}
-        if training.get("train_seconds") and row["entry"].startswith(("standard", "trl", "lambda", "no-filter",
+        if training.get("train_seconds") and row.get("model") and row["entry"].startswith(("standard", "trl", "lambda", "no-filter",
                                                                       "refine")):
-            lines.append(f"| {row['label']}: training | {training['train_seconds'] / 60:.1f} |")
-        lines.append(f"| {row['label']}: evaluation | {row['eval_seconds'] / 60:.1f} |")
+            line(f"{row['label']}: training", Path(row["model"]).parent, training["train_seconds"])
+        line(f"{row['label']}: evaluation", (ROOT / row["report"]).parent, row["eval_seconds"])
     return "\n".join(lines)
 
 

@@ -1,9 +1,12 @@
 """The run directory's one guard: stage settings recorded, resumes refused under other settings, finished
-stages skipped, older folders read."""
+stages skipped, older folders read, and each stage's wall time over the processes that worked on it."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -59,3 +62,32 @@ def test_a_folder_of_the_last_release_is_read(tmp_path):
     logs = []
     assert StageRunner(tmp_path, log=logs.append).run("critiques", {"model": "n"}, lambda out: {"n": 1}) == {"n": 1}
     assert "redoing it" in logs[0] and any(p.name.startswith("critiques.old-") for p in tmp_path.iterdir())
+
+
+def test_working_adds_one_segment_per_process_and_sums_them(tmp_path):
+    with rundir.working(tmp_path, heartbeat=0.05):
+        time.sleep(1.1)
+    with rundir.working(tmp_path):  # work found already done: no segment
+        pass
+    with rundir.working(tmp_path, heartbeat=0.05):
+        time.sleep(1.1)
+    segments = json.loads((tmp_path / rundir.SEGMENTS_FILE).read_text())["segments"]
+    assert len(segments) == 2 and all(s["seconds"] >= 1.0 and "cores" in s["machine"] for s in segments)
+    totals = rundir.segment_totals(tmp_path)
+    assert totals["segments"] == 2 and totals["seconds"] == pytest.approx(sum(s["seconds"] for s in segments))
+    assert rundir.segment_totals(tmp_path / "none") is None
+
+
+def test_a_killed_process_leaves_its_segment_up_to_its_last_heartbeat(tmp_path):
+    code = ("import sys, time; from pathlib import Path; from criticrm import rundir\n"
+            "with rundir.working(Path(sys.argv[1]), heartbeat=0.1):\n    time.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (rundir.segment_totals(tmp_path) or {}).get("seconds"):
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait()
+    totals = rundir.segment_totals(tmp_path)
+    assert totals and totals["segments"] == 1 and totals["seconds"] > 0

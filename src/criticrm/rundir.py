@@ -19,10 +19,15 @@ the same way, so an older run directory resumes, or is redone and kept aside whe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import platform
+import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,7 @@ def round_dir(run_dir: Path, round_number: int) -> Path:
 
 # ---- the files of each stage folder ---------------------------------------------------------------
 SETTINGS_FILE = "settings.json"  # every stage: the settings its outputs were made with (this module)
+SEGMENTS_FILE = "segments.json"  # every stage: the wall time of each process that worked on it (`working`)
 # stage 1a, critique
 PAIRS_FILE = "pairs.jsonl"  # the input pairs (later stages read their texts from here)
 RECORDS_FILE = "critiques.jsonl"  # one critique record per line, appended batch by batch
@@ -152,6 +158,80 @@ def mark_finished(folder: Path, key: str, result: dict, seconds: float) -> None:
     record["finished"] = {"fingerprint": key, "seconds": seconds, "result": result,
                           "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write(Path(folder), record)
+
+
+# ---- the wall time a stage took, over every process that worked on it ------------------------------------
+@contextlib.contextmanager
+def working(folder: Path, heartbeat: float = 30.0) -> Iterator[None]:
+    """Record in the folder's `segments.json` the wall time of the work done inside this block, as one more
+    segment after those of earlier processes.
+
+    A long stage is often cut (a session ends, a machine is lent for a while) and resumed later, maybe on
+    another CPU; the stage's own timer sees only the process that finishes it. The segment is rewritten
+    every `heartbeat` seconds from a background thread, so a process killed without warning still leaves
+    its time, less at most one heartbeat; each segment names the machine it ran on. A block that ends within
+    a second (its work was already done) adds no segment."""
+    folder = Path(folder)
+    path = folder / SEGMENTS_FILE
+    earlier = _read_segments(path)
+    segment = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "machine": _machine()}
+    began = time.perf_counter()
+    lock = threading.Lock()
+
+    def save() -> None:
+        with lock:
+            segment["seconds"] = round(time.perf_counter() - began, 1)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps({"segments": [*earlier, segment]}, indent=2))
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat):
+            save()
+
+    thread = threading.Thread(target=beat, name="segment-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if folder.is_dir() and time.perf_counter() - began >= 1.0:  # the work may have moved its folder away
+            save()
+
+
+def segment_totals(folder: Path) -> dict[str, Any] | None:
+    """{seconds, segments, machines} summed over the folder's `segments.json`, or None without one."""
+    segments = _read_segments(Path(folder) / SEGMENTS_FILE)
+    if not segments:
+        return None
+    return {"seconds": round(sum(s["seconds"] for s in segments), 1), "segments": len(segments),
+            "machines": sorted({s["machine"] for s in segments})}
+
+
+def _read_segments(path: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(path.read_text())["segments"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # none yet (or a file this version does not read: the totals then start again)
+
+
+def _machine() -> str:
+    """The CPU model and core count (what decides a CPU-bound stage's speed), and the GPU when there is one."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    described = f"{name}, {os.cpu_count()} cores"
+    torch = sys.modules.get("torch")  # only when the work loaded it: never imported here for this
+    if torch is not None and torch.cuda.is_available():
+        described += f", {torch.cuda.get_device_name(0)}"
+    return described
 
 
 def _jsonable(value: Any) -> Any:

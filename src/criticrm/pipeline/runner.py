@@ -95,10 +95,13 @@ class StageRunner:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.log(f"[{name}] running")
         started = time.perf_counter()
-        result = action(out_dir)
+        with rundir.working(out_dir):
+            result = action(out_dir)
         seconds = round(time.perf_counter() - started, 1)
         rundir.mark_finished(out_dir, key, result, seconds)
-        self.log(f"[{name}] done in {seconds} s")
+        totals = rundir.segment_totals(out_dir)
+        resumed = f" (over {totals['segments']} segments: {totals['seconds']} s)" if totals and totals["segments"] > 1 else ""
+        self.log(f"[{name}] done in {seconds} s{resumed}")
         return result
 
 
