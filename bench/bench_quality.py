@@ -48,6 +48,7 @@ subsets), so sections are estimated from every subset at a fraction of the cost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -265,7 +266,8 @@ def evaluate(entry: Entry, examples: list[EvalExample], data_name: str, report_d
                                                                                                temperature=0.0)
     else:
         config, model, sampling = EvalConfig(name=entry.label), ModelConfig(model=entry.model_dir), SamplingConfig()
-    with rundir.working(report_dir):
+    finished = (report_dir / rundir.REPORT_JSON).is_file()  # re-read, not re-done: no segment of work
+    with contextlib.nullcontext() if finished else rundir.working(report_dir):
         run_evaluation(examples, config, model, ScoringConfig(num_critiques=entry.num_critiques), CritiqueConfig(),
                        sampling, report_dir, data_name=data_name)
     gc.collect()

@@ -7,8 +7,9 @@ successes and fallbacks, and each stage's time.
 
     python bench/report_run.py runs/train300 --out bench/results/train300_data.json
 
-A stage's seconds are those of the process that finished it; a stage resumed across several processes
-(`critiques` often is) also reports the throughput it measured in that last process.
+A stage's seconds are those of the process that finished it and, for folders that record their segments
+(`rundir.working`), also the sum over every process that worked on it (a resumed stage, as `critiques`
+often is, runs in several); the critique throughput is the one measured in the last process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def load(run_dir: Path) -> dict:
     for stage in STAGES:
         finished = rundir.read_record(run_dir / stage).get("finished")
         if finished:
-            done[stage] = finished
+            done[stage] = finished | {"all_segments": rundir.segment_totals(run_dir / stage)}
     if "filter" not in done:
         raise SystemExit(f"{run_dir}: the filter stage has not finished yet")
     return done
@@ -51,6 +52,8 @@ def summarize(done: dict) -> dict:
         "refine": {key: refine.get(key) for key in ("strategy", "top_k", "model_calls", "successes", "fallbacks",
                                                      "fallback_rate", "parse_failures", "parse_failure_rate")},
         "stage_seconds": {stage: marker["seconds"] for stage, marker in done.items()},
+        "stage_seconds_all_segments": {stage: (marker["all_segments"] or {}).get("seconds")
+                                       for stage, marker in done.items()},
         "critique_throughput_last_process": critiques.get("this_run"),
     }
 
@@ -75,6 +78,8 @@ def markdown(summary: dict) -> str:
         "| stage | " + " | ".join(summary["stage_seconds"]) + " |",
         "|---|" + "---|" * len(summary["stage_seconds"]),
         "| seconds (last process) | " + " | ".join(f"{s:,.0f}" for s in summary["stage_seconds"].values()) + " |",
+        "| seconds (every process) | " + " | ".join("–" if s is None else f"{s:,.0f}"
+                                                    for s in summary["stage_seconds_all_segments"].values()) + " |",
     ]
     return "\n".join(lines)
 

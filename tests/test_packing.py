@@ -11,7 +11,7 @@ import torch
 from criticrm.models.backbone import load_tokenizer
 from criticrm.models.critic_rm import CriticRewardModel
 from criticrm.models.packing import pack_sequences
-from criticrm.models.sequences import SequenceBuilder
+from criticrm.models.sequences import EncodedSequence, SequenceBuilder
 from criticrm.testing.rows import synthetic_rows
 from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
 from criticrm.training import TrainConfig
@@ -114,13 +114,33 @@ def test_packed_rows_give_the_loss_and_gradient_of_separate_rows(tiny_dir):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_flash_attention_models_train_on_separate_rows(tiny_dir):
+def test_packing_is_off_where_it_would_change_the_result(tiny_dir):
     from criticrm.training.trainer import shares_prefixes
 
-    model = CriticRewardModel.from_backbone(tiny_dir)
+    model = CriticRewardModel.from_backbone(tiny_dir, max_length=1024)
     assert shares_prefixes(TrainConfig(), model) and not shares_prefixes(TrainConfig(share_prefixes=False), model)
-    model.causal_lm.config._attn_implementation = "flash_attention_2"  # not installable here: the check reads this
+    config = model.causal_lm.config
+    config.sliding_window, config.layer_types = 4096, ["sliding_attention", "full_attention"] * 2
+    assert model.takes_packed_rows  # a window longer than any sequence cuts nothing
+    config.sliding_window = 512  # shorter than max_length: a packed row would see past it
+    assert not model.takes_packed_rows
+    config.sliding_window, config.layer_types = None, None
+    config._attn_implementation = "flash_attention_2"  # takes no mask (not installable here: the check reads this)
     assert not model.takes_packed_rows and not shares_prefixes(TrainConfig(), model)
+
+
+def test_a_pair_whose_packed_row_would_cost_more_gets_one_row_per_sequence():
+    def item(*sequences):
+        return {"sequences": [EncodedSequence(ids, 1, len(ids)) for ids in sequences], "comparisons": [(0, 1)],
+                "chosen_slots": [0], "supervised": True, "margin": 0.0}
+
+    sharing, apart = item([1, 2, 3, 4], [1, 2, 3, 5]), item([1, 2, 3, 4], [5, 6, 7])
+    collate = PairCollator(0, share_prefixes=True, token_cost=10)
+    batch = collate([sharing, apart])
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [1, 2, 3, 4, 0], [5, 6, 7, 0, 0]]
+    assert batch["read_rows"].tolist() == [0, 0, 1, 2] and batch["read_positions"].tolist() == [3, 4, 3, 2]
+    assert batch["pair_of_row"].tolist() == [0, 1, 1]
+    assert PairCollator(0, share_prefixes=True)([apart])["input_ids"].shape[0] == 1  # no cost given: always packed
 
 
 @pytest.mark.model

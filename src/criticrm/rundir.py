@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 from criticrm.data.jsonl import write_text_atomic
 from criticrm.errors import ConfigError
+from criticrm.machine import cpu_model_name
 
 # ---- a pipeline run directory ---------------------------------------------------------------------
 CONFIG_FILE = "config.yaml"  # the resolved configuration of the run
@@ -170,21 +170,24 @@ def working(folder: Path, heartbeat: float = 30.0) -> Iterator[None]:
     another CPU; the stage's own timer sees only the process that finishes it. The segment is rewritten
     every `heartbeat` seconds from a background thread, so a process killed without warning still leaves
     its time, less at most one heartbeat; each segment names the machine it ran on. A block that ends within
-    a second (its work was already done) adds no segment."""
+    a second (its work was already done) adds no segment. The record is a report, never the work: a
+    folder that is gone, or a write that fails, skips the record and leaves the work and its errors alone."""
     folder = Path(folder)
     path = folder / SEGMENTS_FILE
     earlier = _read_segments(path)
-    segment = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "machine": _machine()}
+    segment = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0, "machine": ""}
     began = time.perf_counter()
     lock = threading.Lock()
+    stop = threading.Event()
 
     def save() -> None:
         with lock:
+            if not folder.is_dir():  # not made yet, or moved away by the work
+                return
             segment["seconds"] = round(time.perf_counter() - began, 1)
-            folder.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, json.dumps({"segments": [*earlier, segment]}, indent=2))
-
-    stop = threading.Event()
+            segment["machine"] = _machine()
+            with contextlib.suppress(OSError):
+                write_text_atomic(path, json.dumps({"segments": [*earlier, segment]}, indent=2))
 
     def beat() -> None:
         while not stop.wait(heartbeat):
@@ -197,7 +200,7 @@ def working(folder: Path, heartbeat: float = 30.0) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        if folder.is_dir() and time.perf_counter() - began >= 1.0:  # the work may have moved its folder away
+        if time.perf_counter() - began >= 1.0:
             save()
 
 
@@ -206,31 +209,24 @@ def segment_totals(folder: Path) -> dict[str, Any] | None:
     segments = _read_segments(Path(folder) / SEGMENTS_FILE)
     if not segments:
         return None
-    return {"seconds": round(sum(s["seconds"] for s in segments), 1), "segments": len(segments),
-            "machines": sorted({s["machine"] for s in segments})}
+    return {"seconds": round(sum(float(s.get("seconds") or 0) for s in segments), 1), "segments": len(segments),
+            "machines": sorted({str(s.get("machine") or "unknown") for s in segments})}
 
 
 def _read_segments(path: Path) -> list[dict[str, Any]]:
     try:
-        return list(json.loads(path.read_text())["segments"])
+        segments = json.loads(path.read_text())["segments"]
     except (OSError, ValueError, KeyError, TypeError):
         return []  # none yet (or a file this version does not read: the totals then start again)
+    return [s for s in segments if isinstance(s, dict)] if isinstance(segments, list) else []
 
 
 def _machine() -> str:
-    """The CPU model and core count (what decides a CPU-bound stage's speed), and the GPU when there is one."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    described = f"{name}, {os.cpu_count()} cores"
-    torch = sys.modules.get("torch")  # only when the work loaded it: never imported here for this
-    if torch is not None and torch.cuda.is_available():
-        described += f", {torch.cuda.get_device_name(0)}"
+    """The CPU model and core count (what decides a CPU-bound stage's speed), and the GPU when the work used one."""
+    described = f"{cpu_model_name()}, {os.cpu_count()} cores"
+    torch = sys.modules.get("torch")  # never imported here for this, nor CUDA started
+    if torch is not None and torch.cuda.is_initialized():
+        described += f", {torch.cuda.get_device_name(torch.cuda.current_device())}"
     return described
 
 

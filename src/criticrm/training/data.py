@@ -5,8 +5,9 @@ one per critique of y- (critic mode), or one per response (standard mode). Every
 once per step; the pairing policy only decides which (chosen, rejected) sequences are compared by the
 Bradley-Terry loss, so comparing every critique with every other (`all`) costs no extra forward pass.
 
-The collator pads to the longest sequence of the batch (on the right), and returns the flat positions
-whose next token is a critique token: the trainer computes LM logits at those positions only.
+The collator lays the batch out in rows (each pair one packed prefix-tree row by default, else one row per
+sequence), pads them to the longest on the right, and returns the flat positions whose next token is a
+critique token: the trainer computes LM logits at those positions only.
 """
 
 from __future__ import annotations
@@ -349,12 +350,18 @@ class PairCollator:
     (`criticrm.models.packing`), so the judge prompt that N critiques of a response share is forwarded once;
     the batch then carries a 4-D attention mask, position ids, and the row each reward is read in
     (`read_rows`). Without it, each sequence is its own row, padded on the right.
+
+    `token_cost` is what one token costs in the linear layers, in units of one query-key pair of attention
+    (about 6 x the hidden size). With it, a pair whose packed row would cost more than its separate rows
+    (prefixes truncated at different points share little, and a long row's attention grows with its square)
+    gets one row per sequence instead.
     """
 
     pad_token_id: int
     with_critique_loss: bool = True
     pad_to_multiple_of: int | None = None
     share_prefixes: bool = False
+    token_cost: int | None = None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequences: list[EncodedSequence] = []
@@ -374,7 +381,7 @@ class PairCollator:
                 pair_of_seq.append(pair_number)
                 is_chosen.append(slot in chosen_slots)
                 label_seq.append(self.with_critique_loss and item["supervised"])
-        layout = _packed_layout(items) if self.share_prefixes else _separate_layout(sequences)
+        layout = _packed_layout(items, self.token_cost) if self.share_prefixes else _separate_layout(sequences)
         width = max(len(ids) for ids in layout.row_ids)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -401,7 +408,7 @@ class PairCollator:
             "comparison_weights": torch.tensor(weights, dtype=torch.float32),
             "margins": torch.tensor(margins, dtype=torch.float32),
             "pair_of_sequence": torch.tensor(pair_of_seq, dtype=torch.long),
-            "pair_of_row": torch.tensor(list(range(len(items))) if self.share_prefixes else pair_of_seq,
+            "pair_of_row": torch.tensor([pair_of_seq[layout.row_of.index(row)] for row in range(len(layout.row_ids))],
                                         dtype=torch.long),
             "sequence_is_chosen": torch.tensor(is_chosen, dtype=torch.bool),
             "num_pairs": torch.tensor(len(items), dtype=torch.long),
@@ -443,8 +450,24 @@ def _separate_layout(sequences: list[EncodedSequence]) -> _Layout:
                    [list(range(len(s))) for s in sequences])
 
 
-def _packed_layout(items: list[dict[str, Any]]) -> _Layout:
-    rows = [pack_sequences([s.input_ids for s in item["sequences"]]) for item in items]
-    row_of = [row for row, item in enumerate(items) for _ in item["sequences"]]
-    columns = [columns for packed in rows for columns in packed.index]
-    return _Layout([packed.input_ids for packed in rows], row_of, columns, rows)
+def _packed_layout(items: list[dict[str, Any]], token_cost: int | None) -> _Layout:
+    """One packed row per item, or one row per sequence of an item whose packed row would cost more."""
+    rows: list[PackedRow] = []
+    row_of: list[int] = []
+    columns: list[list[int]] = []
+    for item in items:
+        sequences = [s.input_ids for s in item["sequences"]]
+        packed = [pack_sequences(sequences)]
+        if token_cost is not None and _cost([len(packed[0])], token_cost) > _cost([len(s) for s in sequences],
+                                                                                    token_cost):
+            packed = [pack_sequences([s]) for s in sequences]
+        for row in packed:
+            row_of.extend([len(rows)] * len(row.index))
+            columns.extend(row.index)
+            rows.append(row)
+    return _Layout([row.input_ids for row in rows], row_of, columns, rows)
+
+
+def _cost(lengths: list[int], token_cost: int) -> int:
+    """The forward cost of rows of these lengths: linear layers per token, attention per query-key pair."""
+    return sum(token_cost * length + length * length for length in lengths)

@@ -2,7 +2,8 @@
 
 `CriticRMTrainer` changes only what a reward model needs:
 
-- `compute_loss`: one forward pass per sequence; L = λ(t)·L_c + (1 − λ(t))·L_r, where L_c is the mean
+- `compute_loss`: one forward pass over every sequence of the batch (each pair one packed row, its shared
+  prefixes computed once, unless `share_prefixes` is off); L = λ(t)·L_c + (1 − λ(t))·L_r, where L_c is the mean
   cross-entropy over every critique token of the optimizer step (logits at those positions only) and L_r
   the mean Bradley-Terry loss over every pair of the step, whatever the gradient accumulation or the
   number of processes;
@@ -104,6 +105,8 @@ class CriticRMTrainer(Trainer):
     def _track_num_input_tokens(self, inputs: dict[str, torch.Tensor]) -> None:
         """Tokens seen: those of the batch's sequences (`num_tokens`), however they were laid out. The
         Trainer's own count sums the attention mask, which a packed batch gives in 4-D."""
+        if self.args.include_num_input_tokens_seen == "no":
+            return
         tokens = torch.as_tensor(inputs["num_tokens"], device=self.args.device, dtype=torch.int64)
         self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
 
@@ -542,7 +545,7 @@ def _trainer(config: TrainConfig, model: CriticRewardModel, args: TrainingArgume
     trainer = CriticRMTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=PairCollator(tokenizer.pad_token_id, with_critique_loss=config.mode == "critic",
-                                   share_prefixes=shares_prefixes(config, model)),
+                                   share_prefixes=shares_prefixes(config, model), token_cost=6 * model.hidden_size),
         processing_class=tokenizer, train_config=config, lambda_schedule=schedule,
         callbacks=[EpochCallback(train_dataset), JsonlLogCallback(out_dir / rundir.TRAIN_LOG_FILE), throughput,
                    *(callbacks or [])],
