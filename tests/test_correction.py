@@ -24,7 +24,7 @@ from criticrm.data.rewardbench import EvalExample
 from criticrm.errors import ConfigError
 from criticrm.models.backbone import load_tokenizer
 from criticrm.prompts.revise import FINAL_ANSWER, revise_messages, solve_messages
-from criticrm.testing.tiny import make_tiny_reward_models, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_reward_models
 
 ROWS = [
     {"id": "gsm", "subset": "math-gsm8k-ref", "prompt": "Tom has 3 apples and buys 4 more. How many apples has he?",
@@ -35,11 +35,6 @@ ROWS = [
     {"id": "chat", "subset": "alpacaeval-easy", "prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
 ]
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:

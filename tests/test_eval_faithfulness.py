@@ -26,7 +26,7 @@ from criticrm.models.sequences import pad_sequences
 from criticrm.pipeline.critique import CritiqueConfig
 from criticrm.prompts.scores import parse_score, with_score
 from criticrm.prompts.templates import infer_domain
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone
 
 PAIRS = [{"id": "p1", "prompt": "What is 2+2?", "chosen": "4", "rejected": "5", "subset": "math-x", "section": "math"},
          {"id": "p2", "prompt": "Say hi.", "chosen": "Hi!", "rejected": "No.", "subset": "chat-x", "section": "chat"}]
@@ -34,11 +34,6 @@ PAIRS = [{"id": "p1", "prompt": "What is 2+2?", "chosen": "4", "rejected": "5", 
 TAUGHT = ["Bad.\nScore: 3/10", "Bad.\nScore: 3/10", "Good.\nScore: 8/10"]
 SCORING = ScoringConfig(max_new_tokens=12, generation_batch_size=8)
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 def record(own, empty, swapped, opposite, written_own, written_opposite, sources) -> dict:

@@ -13,13 +13,7 @@ from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
 from criticrm.models.backbone import ModelConfig, load_causal_lm, load_tokenizer
 from criticrm.models.critic_rm import CriticRewardModel, RewardModelConfig
 from criticrm.prompts.templates import TemplateSet
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
+from criticrm.testing.tiny import make_tiny_backbone
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from criticrm.models.critic_rm import (
     load_weights_into,
 )
 from criticrm.models.sequences import pad_sequences
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone
 
 ITEMS = [
     ("What is 2+2?", "It is 4.", "Correct and brief.\nScore: 9/10"),
@@ -26,11 +26,6 @@ ITEMS = [
     ("Say hello.", "Hello! How can I help you today?", "Polite and does what was asked.\nScore: 8/10"),
 ]
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,12 @@ from criticrm.models.critic_rm import CriticRewardModel
 from criticrm.models.packing import pack_sequences
 from criticrm.models.sequences import EncodedSequence, SequenceBuilder
 from criticrm.testing.rows import synthetic_rows
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone
 from criticrm.training import TrainConfig
 from criticrm.training.data import PairCollator, PairDataset, encode_pairs
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from criticrm import rundir
 from criticrm.cli import main
 from criticrm.pipeline import PipelineConfig, run_pipeline
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 STAGES = ("critiques", "filter", "refine", "train-critic", "train-standard", "eval-judge-pointwise",
           "eval-judge-pairwise", "eval-standard", "eval-critic")
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):

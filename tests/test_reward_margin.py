@@ -14,7 +14,7 @@ from criticrm.data.readers import DataConfig, DataValidationError, load_pairs
 from criticrm.data.schema import CritiqueRecord, PreferencePair, TrainingPair
 from criticrm.pipeline.filter import FilterConfig, filter_critiques
 from criticrm.pipeline.refine import RefineConfig, run_refine
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone
 from criticrm.training import TrainConfig, train_reward_model
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
@@ -23,11 +23,6 @@ SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
 ONE_STEP = TrainConfig(max_length=256, batch_size=8, eval_fraction=0.0, max_steps=1, warmup=0.0,
                        learning_rate=1e-3, lr_scheduler="constant")
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 def critique(pair_id: str, side: str, index: int, score: int) -> CritiqueRecord:

@@ -15,7 +15,7 @@ from criticrm.data.rewardbench import load_eval_examples
 from criticrm.errors import ConfigError
 from criticrm.evaluation.reward_model import evaluate_reward_model
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig, bradley_terry
-from criticrm.testing.tiny import make_tiny_reward_models, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_reward_models
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "eval_sections.jsonl"
 ITEMS = [
@@ -26,11 +26,6 @@ ITEMS = [
     ScoreItem("Say hello.", "Hello! How can I help you today?"),
 ]
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,13 @@ from criticrm.cli import main
 from criticrm.errors import CriticRMError
 from criticrm.models.critic_rm import CriticRewardModel
 from criticrm.testing.rows import synthetic_rows, write_rows
-from criticrm.testing.tiny import make_tiny_backbone, one_thread_if_oversubscribed
+from criticrm.testing.tiny import make_tiny_backbone
 from criticrm.training import TrainConfig, train_reward_model
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample" / "train.jsonl"
 FAST = TrainConfig(max_length=256, batch_size=2, eval_batch_size=8, learning_rate=1e-3, warmup=0.0,
                    lr_scheduler="constant", eval_fraction=0.2, eval_steps=2, max_steps=4)
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread_if_oversubscribed():
-        yield
 
 
 @pytest.fixture(scope="module")
