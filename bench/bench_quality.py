@@ -24,6 +24,8 @@ Entries:
   `judges.revote_pairwise` with no generation: identical to judging again with that policy;
 - standard / critic-m1 / critic-m4: the pipeline's standard RM and Critic-RM (m = 1 greedy; m = 4
   sampled at T = 0.8, which also gives the m = 1, 2 sampled points of the m-scaling curve);
+- critic-m1-sampled: the same Critic-RM at m = 1 with one critique sampled at T = 0.8 (the distribution its
+  reward head was trained to read) instead of the greedy one; compare it with critic-m1 on dev.jsonl;
 - lambda-constant / lambda-reverse: Critic-RM trained with lambda fixed at 0.5 (the mean of the default
   cosine 0.9 -> 0.1, so only the schedule's shape differs) or rising 0.1 -> 0.9;
 - no-filter: no consistency filtering (filter `keep_all`), then the run's refinement;
@@ -97,6 +99,7 @@ class Entry:
     # ... or score the examples with this (examples, report folder, data name) -> None (rules, TRL)
     custom: Callable[[list[EvalExample], Path, str], None] | None = None
     num_critiques: int = 1  # critiques per response (m) of a Critic-RM
+    temperature: float | None = None  # its critique sampling temperature (None: greedy at m = 1, else 0.8)
     prepare: Callable[[], None] | None = None  # builds model_dir (an ablation's data and model)
     # (stored pairwise-judge entry, verdict source): re-read that entry's run instead of evaluating
     revote_of: tuple[str, str] | None = None
@@ -203,6 +206,8 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         standard_head_tied(),
         critic_of_seed(0),
         Entry("critic-m4", "Critic-RM, m=4", model_dir=str(critic), num_critiques=4, prepare=main_run),
+        Entry("critic-m1-sampled", "Critic-RM, m=1, sampled T 0.8", model_dir=str(critic), temperature=0.8,
+              prepare=main_run),
         ablation("lambda-constant", "λ constant 0.5", run_dir / rundir.REFINE_DIR, lambda_schedule="constant",
                  lambda_start=0.5),
         ablation("lambda-reverse", "λ reverse 0.1→0.9", run_dir / rundir.REFINE_DIR, lambda_schedule="reverse"),
@@ -268,7 +273,8 @@ def evaluate(entry: Entry, examples: list[EvalExample], data_name: str, report_d
         config, model, sampling = EvalConfig(name=entry.label), ModelConfig(model=entry.model_dir), SamplingConfig()
     finished = (report_dir / rundir.REPORT_JSON).is_file()  # re-read, not re-done: no segment of work
     with contextlib.nullcontext() if finished else rundir.working(report_dir):
-        run_evaluation(examples, config, model, ScoringConfig(num_critiques=entry.num_critiques), CritiqueConfig(),
+        run_evaluation(examples, config, model,
+                       ScoringConfig(num_critiques=entry.num_critiques, temperature=entry.temperature), CritiqueConfig(),
                        sampling, report_dir, data_name=data_name)
     gc.collect()
 
