@@ -29,6 +29,11 @@ Entries:
 - lambda-constant / lambda-reverse: Critic-RM trained with lambda fixed at 0.5 (the mean of the default
   cosine 0.9 -> 0.1, so only the schedule's shape differs) or rising 0.1 -> 0.9;
 - no-filter: no consistency filtering (filter `keep_all`), then the run's refinement;
+- reward-unselected: no pair passes the filter, so none carries critique supervision and the reward reads
+  the sampled critiques as they came (one random chosen/rejected pair of them per pair and epoch,
+  `random-k` 1). In the paper's recipe half the pairs bring only critiques selected because they agree
+  with the human label, and at inference the model's own critiques are not so selected: this row asks
+  whether the reward learnt to trust a critique more than the critiques it will read deserve;
 - refine-none / refine-summarize: the run's filtered critiques with another refinement strategy;
 - standard (and standard-seedK): the standard RM, trained on the config's pairs themselves (it needs no
   critiques: the same pairs, split and settings the Critic-RM gets, with the run's seed);
@@ -54,6 +59,7 @@ import contextlib
 import dataclasses
 import gc
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -158,6 +164,15 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         stage_report(folder / "filter", folder / "filter")
         refined(folder / "filter", folder)()
 
+    def unselected() -> None:
+        """Every pair reward-only, with all its sampled critiques: a pair would pass the instance filter only
+        if its chosen critiques outscored its rejected ones by more than infinity."""
+        folder = work / "reward-unselected"
+        filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, instance_margin=math.inf,
+                                                                         failed_pairs="reward-only"), folder / "filter")
+        stage_report(folder / "filter", folder / "filter")
+        refined(folder / "filter", folder)()
+
     def standard(k: int) -> Entry:
         """The standard RM of seed k, trained on the config's pairs (written once into the work folder)."""
         out = work / f"standard{seed_suffix(k)}" / "train"
@@ -212,6 +227,8 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
                  lambda_start=0.5),
         ablation("lambda-reverse", "λ reverse 0.1→0.9", run_dir / rundir.REFINE_DIR, lambda_schedule="reverse"),
         ablation("no-filter", "no filtering", work / "no-filter" / "refine", unfiltered),
+        ablation("reward-unselected", "reward on unselected critiques", work / "reward-unselected" / "refine",
+                 unselected, pairing="random-k", pairs_per_example=1),
         ablation("refine-none", "refine: none", work / "refine-none" / "refine",
                  refined(run_filter, work / "refine-none", strategy="none")),
         ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine",
@@ -436,8 +453,8 @@ def wall_times(config: PipelineConfig, rows: list[dict], seeds: int) -> str:
                 line(f"pipeline{_seed_label(k)}: {stage}", run_dir / stage, finished["seconds"])
     for row in rows:
         training = row.get("training") or {}
-        if training.get("train_seconds") and row.get("model") and row["entry"].startswith(("standard", "trl", "lambda", "no-filter",
-                                                                      "refine")):
+        if training.get("train_seconds") and row.get("model") and row["entry"].startswith(
+                ("standard", "trl", "lambda", "no-filter", "reward-unselected", "refine")):
             line(f"{row['label']}: training", Path(row["model"]).parent, training["train_seconds"])
         line(f"{row['label']}: evaluation", (ROOT / row["report"]).parent, row["eval_seconds"])
     return "\n".join(lines)

@@ -26,6 +26,7 @@ TRL is an optional extra (`pip install -e .[bench]`), never a runtime dependency
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -91,11 +92,15 @@ def load_plain_pairs(path: str, count: int) -> list[dict]:
 
 
 def run_criticrm(variant: str, args) -> dict:
+    mode, method, precision = variant.split("-")[:3]
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as folder:  # a trained model is ~2 GB: never leave it
+        return _train_criticrm(variant, mode, method, precision, Path(folder), args)
+
+
+def _train_criticrm(variant: str, mode: str, method: str, precision: str, work: Path, args) -> dict:
     from criticrm.testing.rows import synthetic_rows, write_rows
     from criticrm.training import TrainConfig, train_reward_model
 
-    mode, method, precision = variant.split("-")[:3]
-    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     if mode == "critic" and args.critic_data:
         data = args.critic_data
     elif mode == "critic":
@@ -115,10 +120,7 @@ def run_criticrm(variant: str, args) -> dict:
 
 
 def run_trl(variant: str, args) -> dict:
-    try:
-        import trl
-        from trl import RewardConfig, RewardTrainer
-    except ImportError:
+    if importlib.util.find_spec("trl") is None:
         return {"skipped": "trl is not installed (pip install -e .[bench])"}
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
@@ -135,7 +137,14 @@ def run_trl(variant: str, args) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(None), num_labels=1,
                                                                dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    work = tempfile.mkdtemp(prefix="bench-trl-")
+    with tempfile.TemporaryDirectory(prefix="bench-trl-") as work:
+        return _train_trl(model, tokenizer, dataset, work, args, variant, precision)
+
+
+def _train_trl(model, tokenizer, dataset, work: str, args, variant: str, precision: str) -> dict:
+    import trl
+    from trl import RewardConfig, RewardTrainer
+
     config = RewardConfig(output_dir=work, per_device_train_batch_size=args.batch_size, max_length=args.max_length,
                           max_steps=args.warmup + args.steps, learning_rate=1e-5, bf16=precision == "bf16",
                           gradient_checkpointing=variant.endswith("-gc"), logging_steps=1, save_strategy="no",

@@ -71,7 +71,8 @@ def test_critic_training_changes_parameters_and_logs_every_step(tiny_dir, data_f
 def test_resume_continues_the_same_loss_trajectory(tiny_dir, data_file, tmp_path):
     data = write_rows(synthetic_rows(SAMPLE, limit=8), tmp_path / "train.jsonl")  # 4 steps per epoch
     config = replace(FAST, eval_fraction=0.0, save_steps=3, save_total_limit=5, pairing="random-k",
-                     pairs_per_example=1, epochs=2, max_steps=-1, lambda_schedule="linear")
+                     pairs_per_example=1, epochs=2, max_steps=-1, lambda_schedule="linear",
+                     checkpoints_after_finish="all")
     full = tmp_path / "full"
     train_reward_model(config, data, full, model_name=tiny_dir, show_progress=False)
     resumed = tmp_path / "resumed"
@@ -116,7 +117,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     argv = ["train", "--data", str(data_file), "--out", str(out), "--model", tiny_dir, "--device", "cpu",
             "--max-length", "256", "--batch-size", "2", "--learning-rate", "1e-3", "--warmup", "0",
             "--lr-scheduler", "constant", "--eval-fraction", "0", "--save-steps", "2", "--max-steps", "6",
-            "--save-total-limit", "5"]
+            "--save-total-limit", "5", "--checkpoints-after-finish", "all"]
     killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *argv], capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -133,6 +134,23 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     assert all((out / f"checkpoint-{step}" / COMPLETE_MARKER).is_file() for step in (2, 4, 6))
     assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]  # none twice
     assert main(argv) == 0  # and once more: the finished run is returned
+
+
+def test_a_finished_run_keeps_only_the_checkpoint_that_can_extend_it(tiny_dir, data_file, tmp_path):
+    """Each checkpoint holds the optimizer state (~3x the model): a finished run keeps the newest by default,
+    which is enough to train it further, and none when asked."""
+    config = replace(FAST, eval_fraction=0.0, save_steps=2, save_total_limit=5, max_steps=4)
+    out = tmp_path / "run"
+    train_reward_model(config, data_file, out, model_name=tiny_dir, show_progress=False)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    longer = train_reward_model(replace(config, max_steps=6), data_file, out, model_name=tiny_dir, show_progress=False)
+    assert longer["resumed_from"].endswith("checkpoint-4") and longer["steps"] == 6
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
+
+    bare = tmp_path / "bare"
+    train_reward_model(replace(config, checkpoints_after_finish="none"), data_file, bare, model_name=tiny_dir,
+                       show_progress=False)
+    assert not list(bare.glob("checkpoint-*")) and CriticRewardModel.load(bare / "model").reward_config.mode == "critic"
 
 
 def test_resume_refuses_other_settings(tiny_dir, data_file, tmp_path):

@@ -15,10 +15,10 @@ and reads each level once per step ("cascade" attention, as FlashInfer and vLLM'
   critique and end-of-turn token for the reward).
 
 Queries of every head that shares a key/value head are multiplied together (no head expansion); the
-samples of one prompt are multiplied with that prompt's keys together; each level's partial softmax
-is merged with the others by log-sum-exp (as flash attention merges blocks), so the result is exact
-attention (up to floating-point summation order). Every level is written by the same `extend` forward, chunked so a
-long prompt never builds a large score tensor.
+samples of one prompt are multiplied with that prompt's keys together; the levels' scores then share
+one softmax and each level's weights multiply its own values, so the result is exact attention (up to
+floating-point rounding). Every level is written by the same `extend` forward, chunked so a long prompt
+never builds a large score tensor.
 
 The layers' own modules do the rest (embedding, RMSNorm, projections, rotary embedding, MLP, final
 norm, LM head): only attention and the cache are ours, so any checkpoint of a supported architecture
@@ -184,10 +184,7 @@ class CascadeEngine:
         self._make_room(state, rows, width)
         state.rows.valid[:, start:start + width] = valid
         state.row_length = start + width
-        # a query at chunk position t sees the row's earlier tokens and the chunk's first t + 1
-        causal = torch.ones((width, start + width), dtype=torch.bool, device=ids.device).tril(diagonal=start)
-        row_allowed = (state.rows.valid[:, None, :start + width] & causal)[:, None, None]  # (rows, 1, 1, T, S)
-        prompt_allowed = state.prompts.valid[:, None, None, :] if state.prompts is not None else None
+        bias = self._attention_bias(state, width)
 
         hidden = self.inner.embed_tokens(ids)
         cos, sin = self.inner.rotary_emb(hidden, positions.clamp(min=0))
@@ -201,7 +198,7 @@ class CascadeEngine:
             value = value.view(rows, width, self.kv_heads, self.head_dim)
             state.rows.keys[index][:, :, start:start + width] = key.transpose(1, 2)
             state.rows.values[index][:, :, start:start + width] = value.transpose(1, 2)
-            mixed = self._attend(state, index, query, row_allowed, prompt_allowed)
+            mixed = self._attend(state, index, query, bias)
             hidden = hidden + projections.output(mixed)
             hidden = hidden + projections.mlp(layer.post_attention_layernorm(hidden))
         return self.inner.norm(hidden)
@@ -228,60 +225,69 @@ class CascadeEngine:
         state.rows = _Level([grown(old.keys[i] if old else None) for i in range(layers)],
                             [grown(old.values[i] if old else None) for i in range(layers)], valid)
 
-    def _attend(self, state: BatchState, index: int, query: torch.Tensor, row_allowed: torch.Tensor,
-                prompt_allowed: torch.Tensor | None) -> torch.Tensor:
+    def _attention_bias(self, state: BatchState, width: int) -> torch.Tensor:
+        """What every layer adds to its attention scores in this forward: 0 where a query may attend, MASKED
+        where not, over the levels' keys side by side (shared, prompt, row), as (prompts, n, 1, 1, T, keys).
+
+        Built once per forward (every layer reads the same mask): a query at chunk position t sees the whole
+        shared prefix, its prompt's real tokens, its row's earlier tokens and the chunk's first t + 1.
+        """
+        rows, n, start = state.next_position.shape[0], state.n, state.row_length - width
+        prompts, device = rows // n, state.next_position.device
+        causal = torch.ones((width, start + width), dtype=torch.bool, device=device).tril(diagonal=start)
+        parts = [(state.rows.valid[:, None, :start + width] & causal).view(prompts, n, width, -1)]
+        if state.prompts is not None:
+            parts.insert(0, state.prompts.valid[:, None, None, :].expand(prompts, n, width, -1))
+        if state.shared is not None:
+            parts.insert(0, state.shared.valid.view(1, 1, 1, -1).expand(prompts, n, width, -1))
+        allowed = torch.cat(parts, dim=-1)
+        bias = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, MASKED)
+        return bias[:, :, None, None]
+
+    def _attend(self, state: BatchState, index: int, query: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention of `query` (rows, T, heads, head_dim) over the three levels -> (rows, T, heads*head_dim).
 
-        Each level is attended in its own layout and the results are merged by their log-sum-exp (as
-        flash attention merges blocks), so no level's scores are ever copied into a common tensor.
+        Each level's scores are computed in its own layout (the shared prefix once for every row, a prompt
+        once for its n samples), then laid side by side for one softmax, and each level's weights multiply
+        its own values. A decoding step is bound by the number of small operations, not by bytes: one
+        softmax over the concatenated scores is a handful of operations where merging per-level partial
+        softmaxes (as flash attention merges blocks) took dozens.
         """
         rows, width, _, dim = query.shape
-        kv, per_kv = self.kv_heads, self.groups * width  # the query rows that share one key/value head
+        kv, per_kv, n = self.kv_heads, self.groups * width, state.n  # per_kv: query rows sharing a kv head
+        prompts = rows // n
         # (rows, kv, groups*T, dim); a view when T == 1 (decoding)
         grouped = query.view(rows, width, kv, self.groups, dim).permute(0, 2, 3, 1, 4).reshape(rows, kv, per_kv, dim)
-        partials = []
+        scores, values = [], []  # per level: scores as (prompts, n, kv, per_kv, keys), and the values
         if state.shared is not None:  # one copy for every row: (kv, rows*groups*T, dim) @ (kv, dim, P)
             flat = grouped.transpose(0, 1).reshape(kv, rows * per_kv, dim)
-            partial = self._partial(flat, state.shared.keys[index], state.shared.values[index], None)
-            partials.append(tuple(t.view(kv, rows, per_kv, -1).transpose(0, 1) for t in partial))
+            level = torch.matmul(flat, state.shared.keys[index].transpose(-1, -2))
+            scores.append(level.view(kv, prompts, n, per_kv, -1).permute(1, 2, 0, 3, 4))
+            values.append(state.shared.values[index])
         if state.prompts is not None:  # one copy per prompt, its n samples' queries together
-            prompts, n = rows // state.n, state.n
             by_prompt = grouped.view(prompts, n, kv, per_kv, dim).transpose(1, 2).reshape(prompts, kv, n * per_kv, dim)
-            partial = self._partial(by_prompt, state.prompts.keys[index], state.prompts.values[index], prompt_allowed)
-            partials.append(tuple(t.view(prompts, kv, n, per_kv, -1).transpose(1, 2).reshape(rows, kv, per_kv, -1)
-                                  for t in partial))
+            level = torch.matmul(by_prompt, state.prompts.keys[index].transpose(-1, -2))
+            scores.append(level.view(prompts, kv, n, per_kv, -1).transpose(1, 2))
+            values.append(state.prompts.values[index])
         length = state.row_length
-        partials.append(self._partial(grouped, state.rows.keys[index][:, :, :length],
-                                      state.rows.values[index][:, :, :length], row_allowed))
-        out = _merge(partials).to(query.dtype)  # (rows, kv, groups*T, dim)
-        return out.view(rows, kv, self.groups, width, dim).permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
+        level = torch.matmul(grouped, state.rows.keys[index][:, :, :length].transpose(-1, -2))
+        scores.append(level.view(prompts, n, kv, per_kv, -1))
+        values.append(state.rows.values[index][:, :, :length])
 
-    def _partial(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                 allowed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Unnormalised attention of (..., q, dim) queries over (..., k, dim) keys: (max score, sum of
-        exp(score - max), exp-weighted values), float32. `allowed` masks keys (broadcast over queries;
-        for the row level it is (rows, 1, 1, T, S) and the query rows are groups x T)."""
-        scores = torch.matmul(query, keys.transpose(-1, -2)).float().mul_(self.scaling)
-        if allowed is not None:  # a 5-d mask is the row level's: view the query rows as (groups, T)
-            shaped = scores if allowed.dim() == 4 else scores.view(*scores.shape[:2], -1, *allowed.shape[-2:])
-            shaped.masked_fill_(~allowed, MASKED)
-        top = scores.amax(dim=-1, keepdim=True)
-        weights = scores.sub_(top).exp_()
-        total = weights.sum(dim=-1, keepdim=True)
-        return top, total, torch.matmul(weights.to(values.dtype), values).float()
+        joined = torch.cat(scores, dim=-1).float().mul_(self.scaling)
+        shape = joined.shape
+        joined = joined.view(prompts, n, kv, self.groups, width, -1).add_(bias).view(shape)
+        weights = torch.softmax(joined, dim=-1).to(query.dtype).split([s.shape[-1] for s in scores], dim=-1)
 
-
-def _merge(partials: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Softmax-weighted values over all levels from each level's (max, sum, weighted values)."""
-    top = partials[0][0]
-    for other, _, _ in partials[1:]:
-        top = torch.maximum(top, other)
-    numerator, denominator = 0.0, 0.0
-    for level_top, total, weighted in partials:
-        scale = torch.exp(level_top - top)
-        numerator = numerator + scale * weighted
-        denominator = denominator + scale * total
-    return numerator / denominator
+        out = torch.matmul(weights[-1].reshape(rows, kv, per_kv, -1), values[-1]).view(prompts, n, kv, per_kv, dim)
+        if state.prompts is not None:
+            w = weights[-2].transpose(1, 2).reshape(prompts, kv, n * per_kv, -1)
+            out = out + torch.matmul(w, values[-2]).view(prompts, kv, n, per_kv, dim).transpose(1, 2)
+        if state.shared is not None:
+            w = weights[0].permute(2, 0, 1, 3, 4).reshape(kv, rows * per_kv, -1)
+            out = out + torch.matmul(w, values[0]).view(kv, prompts, n, per_kv, dim).permute(1, 2, 0, 3, 4)
+        # (prompts, n, kv, groups, T, dim) -> (rows, T, heads*dim)
+        return out.reshape(rows, kv, self.groups, width, dim).permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
 
 
 def _length_groups(sequences: list[list[int]], slack: float = 1.25, max_tokens: int = 4096) -> list[list[int]]:

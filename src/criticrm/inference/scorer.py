@@ -167,11 +167,17 @@ class RewardScorer:
             return [ScoreResult(reward, 0.0 if not math.isnan(reward) else math.nan, []) for reward in rewards]
         sampling = self.config.sampling(num_critiques, temperature)
         chunk = max(1, self.config.generation_batch_size // sampling.num_critiques)
-        results: list[ScoreResult] = []
-        for start in range(0, len(items), chunk):
-            results.extend(self._score_critic(items[start:start + chunk], sampling))
+        # Batches of one template and similar lengths: the template's few-shot prefix is then read once per
+        # batch (the engine's shared level), and short prompts are not padded to a long one's length.
+        order = sorted(range(len(items)), key=lambda i: (self._template(items[i]),
+                                                         len(items[i].prompt) + len(items[i].response)))
+        results: list[ScoreResult | None] = [None] * len(items)
+        for start in range(0, len(order), chunk):
+            batch = order[start:start + chunk]
+            for index, result in zip(batch, self._score_critic([items[i] for i in batch], sampling), strict=True):
+                results[index] = result
             if on_progress:
-                on_progress(len(items[start:start + chunk]))
+                on_progress(len(batch))
         return results
 
     def rewards_of(self, items: Sequence[ScoreItem], critiques: Sequence[str]) -> list[float]:

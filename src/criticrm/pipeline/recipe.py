@@ -317,11 +317,12 @@ def _cards_with_evaluation(round_dir: Path, modes: tuple[str, ...]) -> None:
                           evaluation=load_report(round_dir / rundir.eval_dir(mode)))
 
 
-# Settings that do not change a stage's output: the API key, and the packing of training rows (the same
-# sums up to float rounding). Changing them does not redo a finished stage. (Training's other runtime
-# settings, `_RUNTIME_SETTINGS` of criticrm.training.trainer, do stay in the fingerprint: taking them out
-# now would change the fingerprint of every finished train stage, and redo it.)
-_NOT_FINGERPRINTED = ("api_key", "share_prefixes")
+# Settings that do not change a stage's output: the API key, the packing of training rows (the same
+# sums up to float rounding) and which checkpoints a finished run keeps. Changing them does not redo a
+# finished stage. (Training's older runtime settings, `_RUNTIME_SETTINGS` of criticrm.training.trainer, do
+# stay in the fingerprint: taking them out now would change the fingerprint of every finished train
+# stage, and redo it. A new runtime setting belongs here.)
+_NOT_FINGERPRINTED = ("api_key", "share_prefixes", "checkpoints_after_finish")
 
 
 def _settings(*configs) -> dict:

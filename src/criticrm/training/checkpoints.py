@@ -45,6 +45,16 @@ def last_complete_checkpoint(out_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def prune_after_finish(out_dir: Path, keep: str) -> None:
+    """Delete the checkpoints a finished run no longer needs: all but the newest (`keep` "last"), all
+    ("none"), or none ("all"). Only complete ones are touched; the final model is in `model/`."""
+    if keep == "all":
+        return
+    complete = [p for p in _checkpoints(out_dir) if (p / COMPLETE_MARKER).is_file()]
+    for folder in complete[:-1] if keep == "last" else complete:
+        shutil.rmtree(folder)
+
+
 def prepare_resume(out_dir: Path, log_file: Path, checkpoint: Path | None) -> None:
     """Before training resumes from `checkpoint` (None: starts afresh), on the main process: set incomplete
     checkpoints aside and cut the log back to where `checkpoint` left it."""

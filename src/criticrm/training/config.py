@@ -61,6 +61,7 @@ class TrainConfig(Config):
     eval_steps: int = field(default=50, metadata={"help": "evaluate (and save a checkpoint) every N optimizer steps; 0: only at the end", "min": 0})
     save_steps: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N optimizer steps (default: eval_steps, or 100 when that is 0)", "min": 1})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best one is always kept)", "min": 1})
+    checkpoints_after_finish: Literal["last", "all", "none"] = field(default="last", metadata={"help": "the resumable checkpoints a finished run keeps: the newest (enough to extend the run with more epochs), all, or none; each holds the optimizer state, about 3x the model's size, and the final model is in model/ either way"})
     best_metric: Literal["accuracy", "margin", "reward_loss", "critique_loss", "loss"] = field(default="accuracy", metadata={"help": f"validation metric that picks the best checkpoint: {', '.join(BEST_METRICS)}"})
     logging_steps: int = field(default=1, metadata={"help": "log λ, both losses, accuracy every N optimizer steps", "min": 1})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ... (comma-separated)"})

@@ -44,7 +44,12 @@ from criticrm.models.critic_rm import (
     load_reward_head,
     load_weights_into,
 )
-from criticrm.training.checkpoints import last_complete_checkpoint, mark_complete, prepare_resume
+from criticrm.training.checkpoints import (
+    last_complete_checkpoint,
+    mark_complete,
+    prepare_resume,
+    prune_after_finish,
+)
 from criticrm.training.config import BEST_METRICS, TrainConfig
 from criticrm.training.data import (
     LengthGroupedSampler,
@@ -477,7 +482,8 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     if not train_examples:
         raise CriticRMError(f"no usable training pair in {data}: {train_report.to_dict()}")
     if config.mode == "critic" and train_report.supervised_pairs == 0:
-        print("warning: no pair carries critique supervision; critic mode then trains the reward head only")
+        print("warning: no pair carries critique supervision; critic mode then trains on the reward loss alone "
+              "(weighted by 1 - lambda): nothing teaches it to write critiques")
 
     model = build_model(config, model_name, args, head_from)
     model.reward_config.templates = {name: builder.judge_template(name).hash for name in train_report.templates}
@@ -515,6 +521,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     if trainer.is_world_process_zero():
         write_text_atomic(out_dir / rundir.TRAIN_SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
         update_model_card(out_dir / rundir.MODEL_DIR, training=summary)
+        prune_after_finish(out_dir, config.checkpoints_after_finish)
     return summary
 
 
@@ -632,7 +639,7 @@ def _describe_margin(margin: dict[str, Any]) -> str:
 # finished, under other values. Gradient checkpointing is one: a run killed for memory resumes with it;
 # packed rows another (the same sums up to float rounding).
 _RUNTIME_SETTINGS = {"resume", "report_to", "logging_steps", "dataloader_workers", "save_total_limit",
-                     "eval_batch_size", "gradient_checkpointing", "share_prefixes"}
+                     "checkpoints_after_finish", "eval_batch_size", "gradient_checkpointing", "share_prefixes"}
 # ... and, for resuming only, the length of the run (epochs / max_steps may grow).
 _HARMLESS_SETTINGS = _RUNTIME_SETTINGS | {"max_steps", "epochs"}
 
