@@ -33,7 +33,9 @@ Entries:
   the sampled critiques as they came (one random chosen/rejected pair of them per pair and epoch,
   `random-k` 1). In the paper's recipe half the pairs bring only critiques selected because they agree
   with the human label, and at inference the model's own critiques are not so selected: this row asks
-  whether the reward learnt to trust a critique more than the critiques it will read deserve;
+  whether the reward learnt to trust a critique more than the critiques it will read deserve. Read it
+  as a first probe: it also trains no critique and makes one comparison per pair and epoch where the
+  run's matched pairing makes up to four (less reward signal, the same number of steps);
 - refine-none / refine-summarize: the run's filtered critiques with another refinement strategy;
 - standard (and standard-seedK): the standard RM, trained on the config's pairs themselves (it needs no
   critiques: the same pairs, split and settings the Critic-RM gets, with the run's seed);
@@ -59,7 +61,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -166,9 +167,9 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
 
     def unselected() -> None:
         """Every pair reward-only, with all its sampled critiques: a pair would pass the instance filter only
-        if its chosen critiques outscored its rejected ones by more than infinity."""
+        if its chosen critiques outscored its rejected ones by more than the 1-10 scale allows."""
         folder = work / "reward-unselected"
-        filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, instance_margin=math.inf,
+        filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, instance_margin=10.0,
                                                                          failed_pairs="reward-only"), folder / "filter")
         stage_report(folder / "filter", folder / "filter")
         refined(folder / "filter", folder)()

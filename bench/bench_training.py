@@ -26,7 +26,7 @@ TRL is an optional extra (`pip install -e .[bench]`), never a runtime dependency
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -120,7 +120,9 @@ def _train_criticrm(variant: str, mode: str, method: str, precision: str, work: 
 
 
 def run_trl(variant: str, args) -> dict:
-    if importlib.util.find_spec("trl") is None:
+    try:
+        importlib.import_module("trl")
+    except ImportError:
         return {"skipped": "trl is not installed (pip install -e .[bench])"}
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification

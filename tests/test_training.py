@@ -147,10 +147,29 @@ def test_a_finished_run_keeps_only_the_checkpoint_that_can_extend_it(tiny_dir, d
     assert longer["resumed_from"].endswith("checkpoint-4") and longer["steps"] == 6
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
 
+    validated = tmp_path / "validated"  # with a validation set the best checkpoint is kept beside the newest
+    summary = train_reward_model(replace(FAST, save_total_limit=5), data_file, validated, model_name=tiny_dir,
+                                 show_progress=False)
+    kept = {p.name for p in validated.glob("checkpoint-*")}
+    assert "checkpoint-4" in kept and Path(summary["best_checkpoint"]).name in kept and len(kept) <= 2
+
     bare = tmp_path / "bare"
     train_reward_model(replace(config, checkpoints_after_finish="none"), data_file, bare, model_name=tiny_dir,
                        show_progress=False)
     assert not list(bare.glob("checkpoint-*")) and CriticRewardModel.load(bare / "model").reward_config.mode == "critic"
+
+
+def test_pruning_keeps_the_newest_and_the_best_checkpoint(tmp_path):
+    from criticrm.training.checkpoints import COMPLETE_MARKER, prune_after_finish
+
+    for step in (2, 4, 6, 8):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if step != 8:  # checkpoint-8 was cut short: never touched
+            (tmp_path / f"checkpoint-{step}" / COMPLETE_MARKER).write_text("{}")
+    prune_after_finish(tmp_path, "last", best=tmp_path / "checkpoint-2")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-6", "checkpoint-8"]
+    prune_after_finish(tmp_path, "none")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-8"]
 
 
 def test_resume_refuses_other_settings(tiny_dir, data_file, tmp_path):

@@ -274,20 +274,25 @@ class CascadeEngine:
         scores.append(level.view(prompts, n, kv, per_kv, -1))
         values.append(state.rows.values[index][:, :, :length])
 
+        sizes = [level.shape[-1] for level in scores]
         joined = torch.cat(scores, dim=-1).float().mul_(self.scaling)
+        del scores  # a prefill chunk's scores are the largest tensors of a forward: hold one copy at a time
         shape = joined.shape
         joined = joined.view(prompts, n, kv, self.groups, width, -1).add_(bias).view(shape)
-        weights = torch.softmax(joined, dim=-1).to(query.dtype).split([s.shape[-1] for s in scores], dim=-1)
+        weights = torch.softmax(joined, dim=-1).to(query.dtype).split(sizes, dim=-1)
+        del joined
 
-        out = torch.matmul(weights[-1].reshape(rows, kv, per_kv, -1), values[-1]).view(prompts, n, kv, per_kv, dim)
+        # the levels' weighted values are summed in float32 and rounded once, as one attention would be
+        out = torch.matmul(weights[-1].reshape(rows, kv, per_kv, -1), values[-1]).float().view(prompts, n, kv, per_kv, dim)
         if state.prompts is not None:
             w = weights[-2].transpose(1, 2).reshape(prompts, kv, n * per_kv, -1)
-            out = out + torch.matmul(w, values[-2]).view(prompts, kv, n, per_kv, dim).transpose(1, 2)
+            out += torch.matmul(w, values[-2]).float().view(prompts, kv, n, per_kv, dim).transpose(1, 2)
         if state.shared is not None:
             w = weights[0].permute(2, 0, 1, 3, 4).reshape(kv, rows * per_kv, -1)
-            out = out + torch.matmul(w, values[0]).view(kv, prompts, n, per_kv, dim).permute(1, 2, 0, 3, 4)
+            out += torch.matmul(w, values[0]).float().view(kv, prompts, n, per_kv, dim).permute(1, 2, 0, 3, 4)
         # (prompts, n, kv, groups, T, dim) -> (rows, T, heads*dim)
-        return out.reshape(rows, kv, self.groups, width, dim).permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
+        out = out.to(query.dtype).reshape(rows, kv, self.groups, width, dim)
+        return out.permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
 
 
 def _length_groups(sequences: list[list[int]], slack: float = 1.25, max_tokens: int = 4096) -> list[list[int]]:

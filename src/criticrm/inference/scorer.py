@@ -171,7 +171,7 @@ class RewardScorer:
         # batch (the engine's shared level), and short prompts are not padded to a long one's length.
         order = sorted(range(len(items)), key=lambda i: (self._template(items[i]),
                                                          len(items[i].prompt) + len(items[i].response)))
-        results: list[ScoreResult | None] = [None] * len(items)
+        results: list[ScoreResult] = [None] * len(items)  # type: ignore[list-item]  # every slot is filled below
         for start in range(0, len(order), chunk):
             batch = order[start:start + chunk]
             for index, result in zip(batch, self._score_critic([items[i] for i in batch], sampling), strict=True):

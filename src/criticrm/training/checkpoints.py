@@ -45,14 +45,20 @@ def last_complete_checkpoint(out_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def prune_after_finish(out_dir: Path, keep: str) -> None:
-    """Delete the checkpoints a finished run no longer needs: all but the newest (`keep` "last"), all
-    ("none"), or none ("all"). Only complete ones are touched; the final model is in `model/`."""
+def prune_after_finish(out_dir: Path, keep: str, best: str | Path | None = None) -> None:
+    """Delete the checkpoints a finished run no longer needs (the final model is in `model/`): with `keep`
+    "last", all but the newest and the `best` one (a run extended from the newest still names the best in
+    its state, and loads it at the end when nothing beats it); "none", all; "all", none. Only complete
+    checkpoints are touched."""
     if keep == "all":
         return
     complete = [p for p in _checkpoints(out_dir) if (p / COMPLETE_MARKER).is_file()]
-    for folder in complete[:-1] if keep == "last" else complete:
-        shutil.rmtree(folder)
+    kept = {complete[-1].resolve()} if keep == "last" and complete else set()
+    if keep == "last" and best is not None:
+        kept.add(Path(best).resolve())
+    for folder in complete:
+        if folder.resolve() not in kept:
+            shutil.rmtree(folder)
 
 
 def prepare_resume(out_dir: Path, log_file: Path, checkpoint: Path | None) -> None:

@@ -452,8 +452,9 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     `head_from`: a saved reward model folder whose reward head training starts from instead of a fresh one;
     with `model_name` that same folder (its top level is the causal LM), training continues that model.
 
-    `out_dir` receives `checkpoint-*/` (resumable), `log.jsonl` (every logged step), `model/` (the final
-    model: the best checkpoint when there is a validation set), `train_summary.json` and `settings.json`.
+    `out_dir` receives `checkpoint-*/` (resumable; once the run finishes, those `checkpoints_after_finish`
+    keeps), `log.jsonl` (every logged step), `model/` (the final model: the best checkpoint when there is a
+    validation set), `train_summary.json` and `settings.json`.
     A folder that already holds this finished run (same settings) is returned as it is.
     """
     from transformers import set_seed
@@ -521,7 +522,7 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     if trainer.is_world_process_zero():
         write_text_atomic(out_dir / rundir.TRAIN_SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
         update_model_card(out_dir / rundir.MODEL_DIR, training=summary)
-        prune_after_finish(out_dir, config.checkpoints_after_finish)
+        prune_after_finish(out_dir, config.checkpoints_after_finish, trainer.state.best_model_checkpoint)
     return summary
 
 
