@@ -169,8 +169,10 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         """Every pair reward-only, with all its sampled critiques: a pair would pass the instance filter only
         if its chosen critiques outscored its rejected ones by more than the 1-10 scale allows."""
         folder = work / "reward-unselected"
-        filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, instance_margin=10.0,
-                                                                         failed_pairs="reward-only"), folder / "filter")
+        stats = filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(
+            config.filter, instance_margin=10.0, failed_pairs="reward-only"), folder / "filter")
+        if stats["passed"]:
+            raise RuntimeError(f"{stats['passed']} pairs passed a filter meant to pass none: scores beyond 1-10?")
         stage_report(folder / "filter", folder / "filter")
         refined(folder / "filter", folder)()
 

@@ -171,14 +171,13 @@ class RewardScorer:
         # batch (the engine's shared level), and short prompts are not padded to a long one's length.
         order = sorted(range(len(items)), key=lambda i: (self._template(items[i]),
                                                          len(items[i].prompt) + len(items[i].response)))
-        results: list[ScoreResult] = [None] * len(items)  # type: ignore[list-item]  # every slot is filled below
+        scored: dict[int, ScoreResult] = {}
         for start in range(0, len(order), chunk):
             batch = order[start:start + chunk]
-            for index, result in zip(batch, self._score_critic([items[i] for i in batch], sampling), strict=True):
-                results[index] = result
+            scored.update(zip(batch, self._score_critic([items[i] for i in batch], sampling), strict=True))
             if on_progress:
                 on_progress(len(batch))
-        return results
+        return [scored[i] for i in range(len(items))]
 
     def rewards_of(self, items: Sequence[ScoreItem], critiques: Sequence[str]) -> list[float]:
         """r(x, y, c) of critiques given as text (critic mode), read in the training layout: what `score`
