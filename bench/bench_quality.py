@@ -36,6 +36,9 @@ Entries:
   whether the reward learnt to trust a critique more than the critiques it will read deserve. Read it
   as a first probe: it also trains no critique and makes one comparison per pair and epoch where the
   run's matched pairing makes up to four (less reward signal, the same number of steps);
+- reward-sampled: the clean test of that question (`train.reward_critiques: sampled`): the same filter and
+  refinement, the critique loss on the refined critiques as in the paper, but the reward reads every
+  critique sampled for a pair (matched pairing, as the run), never the ones selected for agreeing with the label;
 - refine-none / refine-summarize: the run's filtered critiques with another refinement strategy;
 - standard (and standard-seedK): the standard RM, trained on the config's pairs themselves (it needs no
   critiques: the same pairs, split and settings the Critic-RM gets, with the run's seed);
@@ -176,6 +179,14 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         stage_report(folder / "filter", folder / "filter")
         refined(folder / "filter", folder)()
 
+    def sampled_reward() -> None:
+        """The run's own filter and refinement, written again so that its rows carry the sampled critiques
+        (a refine folder that already holds the run's refinement answers reuses them)."""
+        folder = work / "reward-sampled"
+        filter_stage(run_dir / rundir.CRITIQUES_DIR, config.filter, folder / "filter")
+        stage_report(folder / "filter", folder / "filter")
+        refined(folder / "filter", folder)()
+
     def standard(k: int) -> Entry:
         """The standard RM of seed k, trained on the config's pairs (written once into the work folder)."""
         out = work / f"standard{seed_suffix(k)}" / "train"
@@ -232,6 +243,8 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
         ablation("no-filter", "no filtering", work / "no-filter" / "refine", unfiltered),
         ablation("reward-unselected", "reward on unselected critiques", work / "reward-unselected" / "refine",
                  unselected, pairing="random-k", pairs_per_example=1),
+        ablation("reward-sampled", "reward reads the sampled critiques", work / "reward-sampled" / "refine",
+                 sampled_reward, reward_critiques="sampled"),
         ablation("refine-none", "refine: none", work / "refine-none" / "refine",
                  refined(run_filter, work / "refine-none", strategy="none")),
         ablation("refine-summarize", "refine: summarize", work / "refine-summarize" / "refine",
@@ -457,7 +470,7 @@ def wall_times(config: PipelineConfig, rows: list[dict], seeds: int) -> str:
     for row in rows:
         training = row.get("training") or {}
         if training.get("train_seconds") and row.get("model") and row["entry"].startswith(
-                ("standard", "trl", "lambda", "no-filter", "reward-unselected", "refine")):
+                ("standard", "trl", "lambda", "no-filter", "reward-", "refine")):
             line(f"{row['label']}: training", Path(row["model"]).parent, training["train_seconds"])
         line(f"{row['label']}: evaluation", (ROOT / row["report"]).parent, row["eval_seconds"])
     return "\n".join(lines)

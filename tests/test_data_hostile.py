@@ -218,12 +218,14 @@ def test_training_rows_are_checked_field_by_field(tmp_path):
     good = {"id": "t1", "prompt": "Q?", "chosen": "A", "rejected": "B", "critique_supervision": True,
             "chosen_critiques": [{"text": "Fine.", "score": 8}], "rejected_critiques": [{"text": "Bad.", "score": None}]}
     rows = [good, good | {"id": True}, good | {"id": "t3", "chosen_critiques": [{"text": 5}]},
-            good | {"id": "t4", "critique_supervision": "yes", "margin": float("inf")}]
+            good | {"id": "t4", "critique_supervision": "yes", "margin": float("inf")},
+            good | {"id": "t5", "sampled_chosen_critiques": "all of them"}]
     path = write(tmp_path, "jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     with pytest.raises(DataValidationError) as caught:
         load_training_pairs(path, "critic")
     assert [(p.location.rsplit(", ", 1)[1], p.field) for p in caught.value.problems] == [
-        ("line 2", "id"), ("line 3", "chosen_critiques[0]"), ("line 4", "critique_supervision"), ("line 4", "margin")]
+        ("line 2", "id"), ("line 3", "chosen_critiques[0]"), ("line 4", "critique_supervision"), ("line 4", "margin"),
+        ("line 5", "sampled_chosen_critiques")]
 
 
 # ---- fuzz --------------------------------------------------------------------------------------------

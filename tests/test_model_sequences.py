@@ -57,7 +57,8 @@ def test_label_mask_excludes_every_prompt_and_response_token(tokenizer):
     rows_of, columns = batch["lm_positions"] // width, batch["lm_positions"] % width
     # every target is the token right after its position, and lies inside the critique span of its row
     sequences = [s for i in range(len(dataset)) for s in dataset[i]["sequences"]]
-    supervised = [dataset[i]["supervised"] for i in range(len(dataset)) for _ in dataset[i]["sequences"]]
+    supervised = [slot in dataset[i]["critique_slots"] for i in range(len(dataset))
+                  for slot in range(len(dataset[i]["sequences"]))]
     expected_targets = []
     for row, (sequence, is_supervised) in enumerate(zip(sequences, supervised, strict=True)):
         mine = columns[rows_of == row] + 1

@@ -40,11 +40,13 @@ def test_pack_sequences_lays_out_each_shared_prefix_once():
         pack_sequences([[1], []])
 
 
-def batches(tokenizer, mode: str, pairs: int = 6):
+def batches(tokenizer, mode: str, pairs: int = 6, reward_critiques: str = "refined"):
     """The same items collated one sequence per row and packed (every pair has 2 critiques per response, so
-    critic-mode rows share the judge prompt; some pairs are reward-only)."""
+    critic-mode rows share the judge prompt; some pairs are reward-only). Under `reward_critiques: sampled`
+    a supervised pair's refined critiques are also among its sampled ones: packed, the two share one path."""
     rows = synthetic_rows(SAMPLE, limit=pairs, multi_every=1, reward_only_every=2)
-    examples, _ = encode_pairs(rows, SequenceBuilder(tokenizer, mode=mode, max_length=512))
+    examples, _ = encode_pairs(rows, SequenceBuilder(tokenizer, mode=mode, max_length=512),
+                               reward_critiques=reward_critiques)
     dataset = PairDataset(examples, pairing="all")
     items = [dataset[i] for i in range(len(dataset))]
     critic = mode == "critic"
@@ -79,14 +81,15 @@ def test_packed_rows_give_the_rewards_and_logits_of_separate_rows(tiny_dir, atte
         torch.testing.assert_close(other.lm_logits, one.lm_logits, rtol=1e-4, atol=1e-5)
 
 
-def test_packed_rows_give_the_loss_and_gradient_of_separate_rows(tiny_dir):
+@pytest.mark.parametrize("reward_critiques", ["refined", "sampled"])
+def test_packed_rows_give_the_loss_and_gradient_of_separate_rows(tiny_dir, reward_critiques):
     from transformers import TrainingArguments
 
     from criticrm.training.schedules import LambdaSchedule
     from criticrm.training.trainer import CriticRMTrainer, _per_pair_statistics
 
     tokenizer = load_tokenizer(tiny_dir)
-    separate, packed = batches(tokenizer, "critic")
+    separate, packed = batches(tokenizer, "critic", reward_critiques=reward_critiques)
     model = CriticRewardModel.from_backbone(tiny_dir)
     trainer = CriticRMTrainer(model=model, args=TrainingArguments(output_dir="/tmp/unused", report_to="none",
                                                                   use_cpu=True),
@@ -127,7 +130,7 @@ def test_packing_is_off_where_it_would_change_the_result(tiny_dir):
 def test_a_pair_whose_packed_row_would_cost_more_gets_one_row_per_sequence():
     def item(*sequences):
         return {"sequences": [EncodedSequence(ids, 1, len(ids)) for ids in sequences], "comparisons": [(0, 1)],
-                "chosen_slots": [0], "supervised": True, "margin": 0.0}
+                "chosen_slots": [0], "read_slots": len(sequences), "critique_slots": [0, 1], "margin": 0.0}
 
     sharing, apart = item([1, 2, 3, 4], [1, 2, 3, 5]), item([1, 2, 3, 4], [5, 6, 7])
     collate = PairCollator(0, share_prefixes=True, token_cost=10)

@@ -99,6 +99,10 @@ class TrainingPair:
     `margin` is the user's margin column carried from the input pairs (TRL's convention); `judge_margin`
     is the base model's mean chosen minus mean rejected critique score, kept only for the explicit
     `margin_source: judge` ablation: by default the reward learns from the human label alone.
+
+    `sampled_chosen_critiques` / `sampled_rejected_critiques` (supervised pairs written by the refine stage)
+    hold every critique sampled for each response, before filtering selected those that agree with the label:
+    under `reward_critiques: sampled` the reward reads these and the refined critiques are LM targets only.
     """
 
     id: str
@@ -114,6 +118,8 @@ class TrainingPair:
     source: str | None = None
     margin: float | None = None
     judge_margin: float | None = None
+    sampled_chosen_critiques: list[ScoredCritique] | None = None
+    sampled_rejected_critiques: list[ScoredCritique] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +129,7 @@ class TrainingPair:
         row = dict(row)
         if "judge_margin" not in row:  # written before user margins existed: `margin` was the judge's
             row["judge_margin"], row["margin"] = row.get("margin"), None
-        for side in ("chosen_critiques", "rejected_critiques"):
-            row[side] = [c if isinstance(c, ScoredCritique) else ScoredCritique(**c) for c in row[side]]
+        for side in ("chosen_critiques", "rejected_critiques", "sampled_chosen_critiques", "sampled_rejected_critiques"):
+            if row.get(side) is not None:
+                row[side] = [c if isinstance(c, ScoredCritique) else ScoredCritique(**c) for c in row[side]]
         return cls(**row)

@@ -55,9 +55,11 @@ class FilterConfig(Config):
 class FilterDecision:
     """One pair after filtering (one line of `filtered.jsonl`, the input of stage 1c).
 
-    `supervised` pairs carry their kept critiques (LM targets and reward conditioning);
-    reward-only pairs carry every scored critique. `mean_chosen` / `mean_rejected` are the means
-    over all scored critiques of each side: refinement checks a summarized critique against them.
+    `supervised` pairs carry their kept critiques (LM targets and reward conditioning) and, in
+    `sampled_chosen` / `sampled_rejected`, every scored critique as it was sampled (what the reward reads
+    under the training option `reward_critiques: sampled`); reward-only pairs carry every scored critique
+    in `chosen` / `rejected` and no sampled lists. `mean_chosen` / `mean_rejected` are the means over all
+    scored critiques of each side: refinement checks a summarized critique against them.
     """
 
     pair: PreferencePair
@@ -69,9 +71,14 @@ class FilterDecision:
     mean_chosen: float | None
     mean_rejected: float | None
     critique_margin: float = 0.0
+    sampled_chosen: list[ScoredCritique] = field(default_factory=list)
+    sampled_rejected: list[ScoredCritique] = field(default_factory=list)
 
     def critiques(self, side: str) -> list[ScoredCritique]:
         return self.chosen if side == "chosen" else self.rejected
+
+    def sampled(self, side: str) -> list[ScoredCritique]:
+        return self.sampled_chosen if side == "chosen" else self.sampled_rejected
 
     def mean(self, side: str) -> float | None:
         return self.mean_chosen if side == "chosen" else self.mean_rejected
@@ -95,14 +102,16 @@ class FilterDecision:
             "template": self.template, "mean_chosen": self.mean_chosen, "mean_rejected": self.mean_rejected,
             "critique_margin": self.critique_margin,
             "chosen": [vars(c) for c in self.chosen], "rejected": [vars(c) for c in self.rejected],
+            "sampled_chosen": [vars(c) for c in self.sampled_chosen],
+            "sampled_rejected": [vars(c) for c in self.sampled_rejected],
         }
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> FilterDecision:
         row = dict(row)
         row["pair"] = PreferencePair(**row["pair"])
-        for side in SIDES:
-            row[side] = [ScoredCritique(**c) for c in row[side]]
+        for side in (*SIDES, "sampled_chosen", "sampled_rejected"):  # (older rows lack the sampled lists)
+            row[side] = [ScoredCritique(**c) for c in row.get(side, [])]
         return cls(**row)
 
 
@@ -171,6 +180,7 @@ def _decide(pair: PreferencePair, scored: dict[str, list[ScoredCritique]], templ
             tally.sides[side]["kept"] += len(kept[side])
         if all(kept[side] for side in SIDES):
             decision.chosen, decision.rejected = kept["chosen"], kept["rejected"]
+            decision.sampled_chosen, decision.sampled_rejected = scored["chosen"], scored["rejected"]
             tally.counts[PASSED] += 1
             subset[PASSED] += 1
             return decision

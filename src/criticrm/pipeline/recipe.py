@@ -215,7 +215,10 @@ def _stage_one(config: PipelineConfig, pairs: list[PreferencePair], run_dir: Pat
     stages.run(rundir.CRITIQUES_DIR, _settings(config.data, model or config.model, config.critique, config.sampling),
                lambda out: logged(critique_stage(pairs, config.critique, config.sampling, generator, out),
                                   format_summary))
-    stages.run(rundir.FILTER_DIR, _settings(config.filter),
+    # The training rows carry the sampled critiques only since `reward_critiques: sampled` exists: a run that
+    # reads them redoes the (quick) filter and refine stages it finished before; refinement reuses its answers.
+    reads_sampled = {"sampled_critiques_kept": True} if config.train.reward_critiques == "sampled" else {}
+    stages.run(rundir.FILTER_DIR, _settings(config.filter) | reads_sampled,
                lambda out: logged(filter_stage(critiques_dir, config.filter, out), format_filter_stats))
     stages.run(rundir.REFINE_DIR, _settings(config.refine),
                lambda out: logged(refine_stage(filter_dir, config.refine, generator, out), format_refine_stats))
@@ -323,11 +326,16 @@ def _cards_with_evaluation(round_dir: Path, modes: tuple[str, ...]) -> None:
 # stay in the fingerprint: taking them out now would change the fingerprint of every finished train
 # stage, and redo it. A new runtime setting belongs here.)
 _NOT_FINGERPRINTED = ("api_key", "share_prefixes", "checkpoints_after_finish")
+# Settings added after stages were first recorded, with the value under which those stages ran: at that value
+# a setting stays out of the fingerprint, so a finished stage stays finished; any other value redoes it.
+_ADDED_SETTINGS = {"reward_critiques": "refined"}
 
 
 def _settings(*configs) -> dict:
-    """A stage's settings for its fingerprint (without those in `_NOT_FINGERPRINTED`)."""
+    """A stage's settings for its fingerprint (without those in `_NOT_FINGERPRINTED`, nor an added setting
+    at its former behaviour's value)."""
     settings = {}
     for config in configs:
-        settings.update({k: v for k, v in flat_dict(config).items() if k not in _NOT_FINGERPRINTED})
+        settings.update({k: v for k, v in flat_dict(config).items()
+                         if k not in _NOT_FINGERPRINTED and not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])})
     return settings

@@ -272,8 +272,20 @@ def refine_batch(decisions: list[FilterDecision], generator: Generator | None, c
 
 # --------------------------------------------------------------------------------------------- the stage
 
+def _with_sampled(row: dict, decision: FilterDecision) -> dict:
+    """A supervised pair's training row, with every critique sampled for it beside the refined ones (what the
+    reward reads under `reward_critiques: sampled`). Attached when `train.jsonl` is written, not stored in
+    `refined.jsonl`, so a refinement cache made before the lists existed still serves."""
+    if not decision.supervised or not (decision.sampled_chosen and decision.sampled_rejected):
+        return row
+    return row | {f"sampled_{side}_critiques": [vars(c) for c in decision.sampled(side)] for side in SIDES}
+
+
 def _input_hash(decisions: list[FilterDecision]) -> str:
-    payload = json.dumps([d.to_dict() for d in decisions], sort_keys=True, ensure_ascii=False)
+    """What refinement depends on: the sampled lists are left out (they only ride along to `train.jsonl`)."""
+    rows = [{k: v for k, v in d.to_dict().items() if k not in ("sampled_chosen", "sampled_rejected")}
+            for d in decisions]
+    payload = json.dumps(rows, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -317,7 +329,7 @@ def run_refine(decisions: list[FilterDecision], generator: Generator | None, con
     bar.close()
 
     ordered = [done[d.pair.id] for d in decisions]
-    train_rows = [row["row"] for row in ordered]
+    train_rows = [_with_sampled(done[d.pair.id]["row"], d) for d in decisions]
     write_jsonl(out_dir / rundir.TRAIN_FILE, train_rows)
     write_parquet(out_dir / rundir.TRAIN_PARQUET, train_rows)
     stats = refine_stats(ordered, config)

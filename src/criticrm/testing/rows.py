@@ -29,7 +29,8 @@ def synthetic_rows(pairs_file: str | Path, limit: int | None = None, seed: int =
     """Training rows from a preference file (prompt/chosen/rejected JSONL) with canned critiques.
 
     Every `multi_every`-th pair gets two critiques per response, every `reward_only_every`-th is a
-    reward-only row (no critique supervision), every `margin_every`-th carries a margin of 0.5.
+    reward-only row (no critique supervision), every `margin_every`-th carries a margin of 0.5. A supervised
+    row's sampled critiques are its critiques plus one that disagrees with the label (as filtering leaves out).
     """
     rng = random.Random(seed)
     rows = []
@@ -39,13 +40,16 @@ def synthetic_rows(pairs_file: str | Path, limit: int | None = None, seed: int =
                 break
             raw = json.loads(line)
             count = 2 if multi_every and index % multi_every == 0 else 1
+            chosen = [ScoredCritique(rng.choice(GOOD), 8.0) for _ in range(count)]
+            rejected = [ScoredCritique(rng.choice(BAD), 3.0) for _ in range(count)]
+            supervised = not (reward_only_every and index % reward_only_every == reward_only_every - 1)
             rows.append(TrainingPair(
                 id=raw.get("id", f"pair-{index}"), prompt=raw["prompt"], chosen=raw["chosen"], rejected=raw["rejected"],
-                chosen_critiques=[ScoredCritique(rng.choice(GOOD), 8.0) for _ in range(count)],
-                rejected_critiques=[ScoredCritique(rng.choice(BAD), 3.0) for _ in range(count)],
-                critique_supervision=not (reward_only_every and index % reward_only_every == reward_only_every - 1),
+                chosen_critiques=chosen, rejected_critiques=rejected, critique_supervision=supervised,
                 template="general", subset=raw.get("subset"), source=raw.get("source"),
                 margin=0.5 if margin_every and index % margin_every == margin_every - 1 else None,
+                sampled_chosen_critiques=[*chosen, ScoredCritique(rng.choice(BAD), 4.0)] if supervised else None,
+                sampled_rejected_critiques=[*rejected, ScoredCritique(rng.choice(GOOD), 7.0)] if supervised else None,
             ))
     return rows
 

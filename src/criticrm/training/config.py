@@ -28,6 +28,7 @@ class TrainConfig(Config):
     template: str | None = field(default=None, metadata={"help": "force one judge template for every pair (name or YAML file); default: the template each row's critiques were written in"})
     pairing: Literal["matched", "all", "random-k"] = field(default="matched", metadata={"help": "which critiques of y+ and y- are compared: matched (i-th with i-th, the shorter list cycled), all (every combination), random-k (k random combinations per epoch)"})
     pairs_per_example: int = field(default=2, metadata={"help": "k for pairing random-k", "min": 1})
+    reward_critiques: Literal["refined", "sampled"] = field(default="refined", metadata={"help": "what the reward reads on pairs with critique supervision: refined (the critiques refinement kept, which filtering selected for agreeing with the label; the paper's recipe) or sampled (every critique sampled for the pair, as unselected as those it reads at inference; the refined ones stay the critique loss's targets)"})
     lambda_schedule: str = field(default="cosine", metadata={"help": f"λ(t) weighting L = λ·L_c + (1-λ)·L_r: {', '.join(BUILTIN_SCHEDULES)}, or 'package.module:function'"})
     lambda_start: float = field(default=0.9, metadata={"help": "λ at the first step (decaying schedules); the constant value for 'constant'", "min": 0, "max": 1})
     lambda_end: float = field(default=0.1, metadata={"help": "λ at the last step (decaying schedules)", "min": 0, "max": 1})

@@ -109,6 +109,8 @@ def _training_row(row: dict[str, Any], location: str) -> TrainingPair | list[Pro
             problems.append(Problem(location, name, "expected non-empty text"))
     critiques = {side: _critiques(row.get(side), location, side, problems)
                  for side in ("chosen_critiques", "rejected_critiques")}
+    critiques |= {side: _critiques(row[side], location, side, problems)
+                  for side in ("sampled_chosen_critiques", "sampled_rejected_critiques") if row.get(side) is not None}
     if not isinstance(row.get("critique_supervision"), bool):
         problems.append(Problem(location, "critique_supervision", "expected true or false"))
     for name in ("template", "subset", "domain", "source"):
@@ -166,15 +168,24 @@ def split_by_prompt(pairs: list[TrainingPair], fraction: float, seed: int) -> tu
 # ---- tokenized examples -------------------------------------------------------------------------------
 @dataclass
 class PairExample:
+    """One pair's sequences. The reward reads `chosen` and `rejected` (the Bradley-Terry comparisons); the
+    critique (LM) loss learns from them too when `supervised`, and from `targets`, critiques the reward
+    never reads (under `reward_critiques: sampled`, a supervised pair's refined critiques)."""
+
     chosen: list[EncodedSequence]
     rejected: list[EncodedSequence]
     supervised: bool
     margin: float | None = None
     pair_id: str = ""
+    targets: list[EncodedSequence] = field(default_factory=list)
+
+    @property
+    def trains_critique(self) -> bool:
+        return self.supervised or bool(self.targets)
 
     @property
     def max_length(self) -> int:
-        return max(len(s) for s in (*self.chosen, *self.rejected))
+        return max(len(s) for s in (*self.chosen, *self.rejected, *self.targets))
 
 
 @dataclass
@@ -205,41 +216,72 @@ def pair_margin(pair: TrainingPair, source: str) -> float | None:
     return {"data": pair.margin, "judge": pair.judge_margin, "none": None}[source]
 
 
+def reads_sampled(pair: TrainingPair, reward_critiques: str) -> bool:
+    """Whether the reward reads this pair's sampled critiques instead of its refined ones.
+
+    Under `reward_critiques: sampled` a supervised pair's refined critiques are LM targets only: they were
+    selected because they agree with the human label, and a reward trained to read them learns to trust
+    critiques more than its own, unselected, critiques at inference deserve. Its sampled ones are read instead.
+    """
+    if reward_critiques == "refined" or not pair.critique_supervision:
+        return False
+    if not pair.sampled_chosen_critiques or not pair.sampled_rejected_critiques:
+        raise TrainingDataError(
+            f"pair {pair.id} has critique supervision but no sampled_chosen_critiques / sampled_rejected_critiques, "
+            "which reward_critiques 'sampled' reads: its rows were refined before criticrm kept the sampled "
+            "critiques; run the filter and refine stages again (a finished refinement is reused, no model call), "
+            "or train with reward_critiques 'refined'")
+    return True
+
+
+def _encode_critiques(builder: SequenceBuilder, pair: TrainingPair, template: str, chosen: list[ScoredCritique],
+                      rejected: list[ScoredCritique]) -> list[list[EncodedSequence | None]]:
+    """One sequence per critique of y+ and of y- (None where one is too long and dropped)."""
+    return [builder.encode_many([(pair.prompt, response, c.text) for c in critiques], template=template)
+            for response, critiques in ((pair.chosen, chosen), (pair.rejected, rejected))]
+
+
 def encode_pairs(pairs: list[TrainingPair], builder: SequenceBuilder, template: str | None = None,
-                 margin_source: str = "data") -> tuple[list[PairExample], EncodeReport]:
+                 margin_source: str = "data", reward_critiques: str = "refined") -> tuple[list[PairExample], EncodeReport]:
     """Tokenize every pair for the builder's mode; `template` overrides each row's template (critic mode)."""
     report = EncodeReport(rows=len(pairs))
     examples = []
     for pair in pairs:
+        targets: list[EncodedSequence | None] = []
         if builder.mode == "critic":
             if not pair.chosen_critiques or not pair.rejected_critiques:
                 report.dropped_no_critique += 1
                 continue
             name = template or pair.template or "general"
             report.templates[name] = report.templates.get(name, 0) + 1
-            sides = [builder.encode_many([(pair.prompt, response, c.text) for c in critiques], template=name)
-                     for response, critiques in ((pair.chosen, pair.chosen_critiques),
-                                                 (pair.rejected, pair.rejected_critiques))]
+            refined = _encode_critiques(builder, pair, name, pair.chosen_critiques, pair.rejected_critiques)
+            if reads_sampled(pair, reward_critiques):
+                sides = _encode_critiques(builder, pair, name, pair.sampled_chosen_critiques or [],
+                                          pair.sampled_rejected_critiques or [])
+                targets = refined[0] + refined[1]
+            else:
+                sides = refined
         else:
             sides = [[builder.encode(pair.prompt, pair.chosen)], [builder.encode(pair.prompt, pair.rejected)]]
         chosen, rejected = ([s for s in side if s is not None] for side in sides)
-        report.dropped_sequences += sum(s is None for side in sides for s in side)
+        report.dropped_sequences += sum(s is None for side in (*sides, targets) for s in side)
         if not chosen or not rejected:  # every sequence of one side was too long (truncation 'drop')
             report.dropped_too_long += 1
             continue
-        supervised = builder.mode == "critic" and bool(pair.critique_supervision)
+        supervised = builder.mode == "critic" and bool(pair.critique_supervision) and not targets
         margin = pair_margin(pair, margin_source)
-        examples.append(PairExample(chosen, rejected, supervised, margin, pair.id))
+        example = PairExample(chosen, rejected, supervised, margin, pair.id, [s for s in targets if s is not None])
+        examples.append(example)
         report.pairs += 1
         report.pairs_with_margin += margin is not None
-        report.supervised_pairs += supervised
-        report.reward_only_pairs += not supervised
-        for sequence in (*chosen, *rejected):
+        report.supervised_pairs += example.trains_critique
+        report.reward_only_pairs += not example.trains_critique
+        for sequence in (*chosen, *rejected, *example.targets):
             report.sequences += 1
             report.truncated_sequences += sequence.truncated
             report.tokens += len(sequence)
-            if supervised:
-                report.critique_tokens += sequence.label_end - sequence.label_start
+        for sequence in example.targets or ((*chosen, *rejected) if supervised else ()):
+            report.critique_tokens += sequence.label_end - sequence.label_start
     return examples, report
 
 
@@ -293,11 +335,14 @@ class PairDataset(Dataset):
         chosen_slot = {i: slot for slot, i in enumerate(used_chosen)}
         rejected_slot = {j: len(used_chosen) + slot for slot, j in enumerate(used_rejected)}
         margin = example.margin * self.margin_scale if example.margin is not None else 0.0
+        read = len(sequences)
+        critique_slots = list(range(read)) if example.supervised else list(range(read, read + len(example.targets)))
         return {
-            "sequences": sequences,
+            "sequences": sequences + example.targets,
             "comparisons": [(chosen_slot[i], rejected_slot[j]) for i, j in comparisons],
             "chosen_slots": [chosen_slot[i] for i in used_chosen],
-            "supervised": example.supervised,
+            "read_slots": read,  # the first `read` sequences are read by the reward; the others are targets only
+            "critique_slots": critique_slots,
             "margin": margin,
         }
 
@@ -365,7 +410,7 @@ class PairCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequences: list[EncodedSequence] = []
-        chosen_index, rejected_index, weights, margins, pair_of_seq, is_chosen = [], [], [], [], [], []
+        chosen_index, rejected_index, weights, margins, pair_of_seq, is_chosen, is_read = [], [], [], [], [], [], []
         label_seq: list[bool] = []
         for pair_number, item in enumerate(items):
             offset = len(sequences)
@@ -376,11 +421,12 @@ class PairCollator:
                 rejected_index.append(offset + r)
                 weights.append(weight)
                 margins.append(item["margin"])
-            chosen_slots = set(item["chosen_slots"])
+            chosen_slots, critique_slots = set(item["chosen_slots"]), set(item["critique_slots"])
             for slot in range(len(item["sequences"])):
                 pair_of_seq.append(pair_number)
                 is_chosen.append(slot in chosen_slots)
-                label_seq.append(self.with_critique_loss and item["supervised"])
+                is_read.append(slot < item["read_slots"])
+                label_seq.append(self.with_critique_loss and slot in critique_slots)
         layout = _packed_layout(items, self.token_cost) if self.share_prefixes else _separate_layout(sequences)
         width = max(len(ids) for ids in layout.row_ids)
         if self.pad_to_multiple_of:
@@ -411,6 +457,7 @@ class PairCollator:
             "pair_of_row": torch.tensor([pair_of_seq[layout.row_of.index(row)] for row in range(len(layout.row_ids))],
                                         dtype=torch.long),
             "sequence_is_chosen": torch.tensor(is_chosen, dtype=torch.bool),
+            "sequence_is_read": torch.tensor(is_read, dtype=torch.bool),
             "num_pairs": torch.tensor(len(items), dtype=torch.long),
             "num_tokens": torch.tensor(sum(len(s) for s in sequences), dtype=torch.long),  # before any packing
         }

@@ -247,6 +247,7 @@ def _per_pair_statistics(batch: dict[str, torch.Tensor], outputs) -> torch.Tenso
     pairs = int(batch["num_pairs"])
     pair_of = batch["pair_of_sequence"]
     is_chosen = batch["sequence_is_chosen"]
+    is_rejected = batch["sequence_is_read"] & ~is_chosen  # (critique targets the reward never reads are neither)
     device = rewards.device
 
     def per_pair(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -254,7 +255,7 @@ def _per_pair_statistics(batch: dict[str, torch.Tensor], outputs) -> torch.Tenso
 
     ones = torch.ones_like(rewards)
     mean_chosen = per_pair(rewards[is_chosen], pair_of[is_chosen]) / per_pair(ones[is_chosen], pair_of[is_chosen])
-    mean_rejected = per_pair(rewards[~is_chosen], pair_of[~is_chosen]) / per_pair(ones[~is_chosen], pair_of[~is_chosen])
+    mean_rejected = per_pair(rewards[is_rejected], pair_of[is_rejected]) / per_pair(ones[is_rejected], pair_of[is_rejected])
     losses = bradley_terry_losses(rewards[batch["chosen_index"]], rewards[batch["rejected_index"]], batch["margins"])
     reward_loss = per_pair(losses * batch["comparison_weights"], pair_of[batch["chosen_index"]])
     ce_sum = torch.zeros(pairs, device=device)
@@ -264,8 +265,10 @@ def _per_pair_statistics(batch: dict[str, torch.Tensor], outputs) -> torch.Tenso
         token_pair = batch["pair_of_row"][batch["lm_positions"] // batch["input_ids"].shape[1]]
         ce_sum = per_pair(token_ce, token_pair)
         tokens = per_pair(torch.ones_like(token_ce), token_pair)
-    return torch.stack([mean_chosen, mean_rejected, reward_loss, ce_sum, tokens, per_pair(rewards, pair_of),
-                        per_pair(rewards ** 2, pair_of), per_pair(ones, pair_of)], dim=1)
+    read = is_chosen | is_rejected
+    read_rewards, read_pairs = rewards[read], pair_of[read]
+    return torch.stack([mean_chosen, mean_rejected, reward_loss, ce_sum, tokens, per_pair(read_rewards, read_pairs),
+                        per_pair(read_rewards ** 2, read_pairs), per_pair(ones[read], read_pairs)], dim=1)
 
 
 def _metrics_from_rows(rows: torch.Tensor, critic: bool, lam: float) -> dict[str, float]:
@@ -478,8 +481,10 @@ def train_reward_model(config: TrainConfig, data: str | Path, out_dir: str | Pat
     tokenizer = load_tokenizer(model_name)
     builder = SequenceBuilder(tokenizer, mode=config.mode, template=config.template or "general",
                               max_length=config.max_length, truncation=config.truncation)
-    train_examples, train_report = encode_pairs(train_pairs, builder, config.template, config.margin_source)
-    eval_examples, eval_report = encode_pairs(eval_pairs, builder, config.template, config.margin_source)
+    train_examples, train_report = encode_pairs(train_pairs, builder, config.template, config.margin_source,
+                                                config.reward_critiques)
+    eval_examples, eval_report = encode_pairs(eval_pairs, builder, config.template, config.margin_source,
+                                              config.reward_critiques)
     if not train_examples:
         raise CriticRMError(f"no usable training pair in {data}: {train_report.to_dict()}")
     if config.mode == "critic" and train_report.supervised_pairs == 0:
