@@ -1,4 +1,4 @@
-"""One interface for every critique-generation engine (Hugging Face `generate`, OpenAI-compatible servers).
+"""One interface for every critique-generation engine (this process, vLLM in this process, OpenAI-compatible servers).
 
 A backend receives judge conversations (chat messages) and returns, for each, N sampled replies;
 and, for (conversation, critique body) pairs, the probability-weighted score the model gives after
@@ -93,6 +93,21 @@ def score_continuation(completion_text: str, score_prefix: str) -> str:
     """The assistant text after which the score is read: the critique body, then the prefix on its own line."""
     body = strip_score_line(completion_text)
     return f"{body}\n{score_prefix}" if body else score_prefix
+
+
+def prompt_ids(tokenizer, conversation: Messages) -> list[int]:
+    """A judge conversation's prompt tokens: the chat template with the assistant turn opened, tokenized
+    without further special tokens (the template writes its own). Every local engine starts from these."""
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def choice_token(tokenizer, text: str, ids: list[int], choice: str) -> int:
+    """The token that `choice` adds after `text` (whose tokens are `ids`): what a choice verdict is read as."""
+    full = tokenizer(text + choice, add_special_tokens=False).input_ids
+    if full[:len(ids)] != ids or len(full) == len(ids):
+        raise ValueError(f"{choice!r} does not start a new token after {text[-20:]!r}")
+    return full[len(ids)]
 
 
 def batch_seed(seed: int, first_key: str) -> int:

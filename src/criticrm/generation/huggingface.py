@@ -28,6 +28,8 @@ from criticrm.generation.base import (
     ProbabilityScore,
     SamplingConfig,
     batch_seed,
+    choice_token,
+    prompt_ids,
     score_continuation,
 )
 from criticrm.generation.cascade import BatchState, CascadeEngine, CascadeStepper, left_pad, supports
@@ -60,8 +62,7 @@ class HFGenerator:
         return next(self.model.parameters()).device
 
     def encode(self, conversation: Messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        return prompt_ids(self.tokenizer, conversation)
 
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig,
                  score_prefix: str | None = None, read_after: ReadAfter | None = None) -> list[list[Completion]]:
@@ -252,7 +253,7 @@ class HFGenerator:
                                                   continuations[start:start + self.batch_size], strict=True):
                 ids = self.tokenizer(continuation, add_special_tokens=False).input_ids
                 prompts.append(self.encode(conversation) + ids)
-                choice_ids.append([self._next_token(continuation, ids, choice) for choice in choices])
+                choice_ids.append([choice_token(self.tokenizer, continuation, ids, choice) for choice in choices])
             probabilities = torch.softmax(self._last_logits(prompts), dim=-1)
             results.extend(probabilities[row, ids].tolist() for row, ids in enumerate(choice_ids))
         return results
@@ -265,13 +266,6 @@ class HFGenerator:
         return self.model(input_ids=input_ids[:, -1:], attention_mask=attention,
                           position_ids=_position_ids(attention)[:, -1:], **{self._cache_keyword: cache},
                           use_cache=True).logits[:, -1].float()
-
-    def _next_token(self, text: str, ids: list[int], choice: str) -> int:
-        """The token that `choice` adds after `text` (whose tokens are `ids`)."""
-        full = self.tokenizer(text + choice, add_special_tokens=False).input_ids
-        if full[:len(ids)] != ids or len(full) == len(ids):
-            raise ValueError(f"{choice!r} does not start a new token after {text[-20:]!r}")
-        return full[len(ids)]
 
     def _score_tokens_for(self, prefix: str) -> ScoreTokens:
         if prefix not in self._score_tokens:
