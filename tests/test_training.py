@@ -251,6 +251,7 @@ def test_lora_training_saves_a_merged_model_with_its_head(tiny_dir, data_file, t
     assert head["net.weight"].abs().max() > 1e-2  # trained with the head's own learning rate
     card = (out / "model" / "README.md").read_text()  # the model card tells how it was trained
     assert "## Training" in card and "2 optimizer steps" in card and f"`{data_file}`" in card
+    assert "the reward read the refined critiques, which filtering selected" in card
 
 
 @pytest.mark.model

@@ -78,6 +78,12 @@ def _training_section(training: dict[str, Any] | None) -> list[str]:
         lines.append(f"- validation: {training['eval_data'].get('pairs', '?')} pairs")
     lines.append(f"- {training.get('steps')} optimizer steps, {training.get('epochs')} epochs, "
                  f"{training.get('precision')} on {training.get('processes', 1)} process(es)")
+    read = (training.get("config") or {}).get("reward_critiques")
+    if training.get("mode") == "critic" and read:
+        lines.append("- the reward read " + (
+            "every critique sampled for a pair; the refined ones were the critique loss's targets" if read == "sampled"
+            else "the refined critiques, which filtering selected for agreeing with the human label (a held-out "
+                 "accuracy read through such critiques is optimistic)"))
     schedule = training.get("lambda_schedule") or {}
     if schedule.get("first_step") is not None and schedule.get("last_step") is not None:
         lines.append(f"- loss weight λ: `{schedule.get('name')}` schedule, {schedule.get('first_step'):.3g} at the "
