@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from criticrm import rundir
@@ -50,6 +51,17 @@ evaluation: {{data: {SAMPLE / 'eval_sections.jsonl'}, limit: 3, judges: "pointwi
     assert run_pipeline(PipelineConfig.from_yaml(config), log=logs.append) == tmp_path / "run"  # the library
     second = "\n".join(logs)
     assert second.count("skipped") >= len(STAGES) and "Critic-RM (m=1)" in second
+
+    # The reward reading the sampled critiques needs rows that carry them: the pipeline redoes the filter and
+    # refine stages it finished (the critiques are kept), then the training.
+    loaded = PipelineConfig.from_yaml(config)
+    logs = []
+    run_pipeline(replace(loaded, train=replace(loaded.train, reward_critiques="sampled")), log=logs.append)
+    third = "\n".join(logs)
+    assert "[critiques] finished earlier" in third and "[filter] redoing" in third and "[train-critic] redoing" in third
+    assert "[refine] redoing" in third
+    rows = [json.loads(line) for line in (tmp_path / "run" / "refine" / "train.jsonl").read_text().splitlines()]
+    assert all(row["sampled_chosen_critiques"] for row in rows if row["critique_supervision"])
 
 
 def test_no_baseline_trains_and_evaluates_the_critic_rm_alone(tmp_path, capsys):

@@ -216,7 +216,7 @@ def _stage_one(config: PipelineConfig, pairs: list[PreferencePair], run_dir: Pat
                lambda out: logged(critique_stage(pairs, config.critique, config.sampling, generator, out),
                                   format_summary))
     # The training rows carry the sampled critiques only since `reward_critiques: sampled` exists: a run that
-    # reads them redoes the (quick) filter and refine stages it finished before; refinement reuses its answers.
+    # reads them redoes the filter and refine stages it finished before (its critiques are kept).
     reads_sampled = {"sampled_critiques_kept": True} if config.train.reward_critiques == "sampled" else {}
     stages.run(rundir.FILTER_DIR, _settings(config.filter) | reads_sampled,
                lambda out: logged(filter_stage(critiques_dir, config.filter, out), format_filter_stats))

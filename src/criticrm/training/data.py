@@ -229,8 +229,8 @@ def reads_sampled(pair: TrainingPair, reward_critiques: str) -> bool:
         raise TrainingDataError(
             f"pair {pair.id} has critique supervision but no sampled_chosen_critiques / sampled_rejected_critiques, "
             "which reward_critiques 'sampled' reads: its rows were refined before criticrm kept the sampled "
-            "critiques; run the filter and refine stages again (a finished refinement is reused, no model call), "
-            "or train with reward_critiques 'refined'")
+            "critiques; run the filter and refine stages again (the pipeline does; `criticrm refine` into the same "
+            "folder reuses its answers), or train with reward_critiques 'refined'")
     return True
 
 
