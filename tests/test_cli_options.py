@@ -48,7 +48,7 @@ def test_defaults_yaml_then_flags(tmp_path):
 @pytest.mark.parametrize(("yaml_text", "message"), [
     ("critique: {num_critques: 2}", "unknown key(s) in section 'critique': num_critques"),
     ("critique: {num_critiques: two}", "'critique.num_critiques' must be int"),
-    ("critique: {backend: tgi}", "backend must be one of huggingface, openai, got 'tgi'"),
+    ("critique: {backend: tgi}", "backend must be one of huggingface, openai, vllm, got 'tgi'"),
     ("critique: {score: written}", "score must be one of parsed-or-probability, parsed, probability"),
     ("critique: {num_critiques: 0}", "num_critiques must be >= 1, got 0"),
     ("critque: {num_critiques: 2}", "unknown section 'critque' (did you mean 'critique'?)"),
