@@ -161,31 +161,28 @@ def entries(config: PipelineConfig, work: Path, seeds: int = 1) -> list[Entry]:
             stage_report(folder / "refine", filter_dir, folder / "refine")
         return step
 
-    def unfiltered() -> None:
-        folder = work / "no-filter"
-        filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, keep_all=True),
-                     folder / "filter")
-        stage_report(folder / "filter", folder / "filter")
-        refined(folder / "filter", folder)()
-
-    def unselected() -> None:
-        """Every pair reward-only, with all its sampled critiques: a pair would pass the instance filter only
-        if its chosen critiques outscored its rejected ones by more than the 1-10 scale allows."""
-        folder = work / "reward-unselected"
-        stats = filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(
-            config.filter, instance_margin=10.0, failed_pairs="reward-only"), folder / "filter")
-        if stats["passed"]:
+    def refiltered(name: str, expect_none_passing: bool = False, **changes) -> None:
+        """The run's critiques filtered again into `work/name` (with `changes` to the run's filter settings),
+        then refined there. A refine folder that already holds the same refinement's answers reuses them."""
+        folder = work / name
+        stats = filter_stage(run_dir / rundir.CRITIQUES_DIR, dataclasses.replace(config.filter, **changes),
+                             folder / "filter")
+        if expect_none_passing and stats["passed"]:
             raise RuntimeError(f"{stats['passed']} pairs passed a filter meant to pass none: scores beyond 1-10?")
         stage_report(folder / "filter", folder / "filter")
         refined(folder / "filter", folder)()
 
+    def unfiltered() -> None:
+        refiltered("no-filter", keep_all=True)
+
+    def unselected() -> None:
+        """Every pair reward-only, with all its sampled critiques: a pair would pass the instance filter only
+        if its chosen critiques outscored its rejected ones by more than the 1-10 scale allows."""
+        refiltered("reward-unselected", expect_none_passing=True, instance_margin=10.0, failed_pairs="reward-only")
+
     def sampled_reward() -> None:
-        """The run's own filter and refinement, written again so that its rows carry the sampled critiques
-        (a refine folder that already holds the run's refinement answers reuses them)."""
-        folder = work / "reward-sampled"
-        filter_stage(run_dir / rundir.CRITIQUES_DIR, config.filter, folder / "filter")
-        stage_report(folder / "filter", folder / "filter")
-        refined(folder / "filter", folder)()
+        """The run's own filter and refinement, written again so that its rows carry the sampled critiques."""
+        refiltered("reward-sampled")
 
     def standard(k: int) -> Entry:
         """The standard RM of seed k, trained on the config's pairs (written once into the work folder)."""

@@ -329,7 +329,7 @@ def run_refine(decisions: list[FilterDecision], generator: Generator | None, con
     bar.close()
 
     ordered = [done[d.pair.id] for d in decisions]
-    train_rows = [_with_sampled(done[d.pair.id]["row"], d) for d in decisions]
+    train_rows = [_with_sampled(row["row"], d) for row, d in zip(ordered, decisions, strict=True)]
     write_jsonl(out_dir / rundir.TRAIN_FILE, train_rows)
     write_parquet(out_dir / rundir.TRAIN_PARQUET, train_rows)
     stats = refine_stats(ordered, config)
