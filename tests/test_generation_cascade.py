@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from criticrm.generation.base import SamplingConfig
-from criticrm.generation.cascade import CascadeEngine, supports
+from criticrm.generation.cascade import CascadeEngine, CascadeStepper, DecodedRows, supports
 from criticrm.generation.huggingface import HFGenerator
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
 from criticrm.models.backbone import ModelConfig, load_causal_lm, load_tokenizer
@@ -63,9 +63,56 @@ def test_prefill_and_extend_give_the_models_own_logits(tiny):
         torch.testing.assert_close(after[position], reference_logits(tiny, sequence + [21])[-1], atol=1e-4, rtol=1e-4)
 
 
+def test_prompts_of_several_prefixes_share_one_batch(tiny):
+    """Each prefix is computed once and copied into its prompts' rows: the logits of prefill and of the next
+    step are the model's own, also for a prompt with no prefix of its own."""
+    engine = CascadeEngine(tiny)
+    generator = torch.Generator().manual_seed(1)
+    first, second = (torch.randint(5, 1000, (length,), generator=generator).tolist() for length in (20, 15))
+    prompts = [first + [30, 31], first + [32, 33, 34, 35], second + [36], second + [37, 38], [39] * 9]
+    state, logits = engine.prefill(prompts, [20, 20, 15, 15, 0])
+    assert state.shared is None
+    rows = engine.fork(state, 1)
+    after = engine.logits(engine.extend(rows, torch.tensor([[21]] * len(prompts)))[:, -1]).float()
+    for row, prompt in enumerate(prompts):
+        torch.testing.assert_close(logits[row], reference_logits(tiny, prompt)[-1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(after[row], reference_logits(tiny, prompt + [21])[-1], atol=1e-4, rtol=1e-4)
+
+
+def test_a_continuation_resumes_after_the_decoded_tokens(tiny):
+    """`resume` keeps each row's first decoded tokens and reads the rest after them: rows dropped midway and
+    rows still decoding, nothing kept, part kept and a rest longer than what was decoded."""
+    engine = CascadeEngine(tiny)
+    prompts = [list(range(40, 66)), list(range(40, 58)), list(range(40, 61))]
+    state, _ = engine.prefill(prompts, 16)
+    stepper = CascadeStepper(engine, engine.fork(state, 2))
+    fed = [[100 + row, 200 + row, 300 + row, 400 + row] for row in range(6)]
+    for step in range(4):
+        stepper.step(torch.tensor([fed[row][step] for row in stepper.origin.tolist()]))
+        if step == 1:  # the second prompt's rows leave after two tokens
+            stepper.drop_rows(torch.tensor([0, 1, 4, 5]))
+    decoded = DecodedRows(stepper.decoded_rows(), fed)
+    assert decoded.level.valid.sum(1).tolist() == [4, 4, 2, 2, 4, 4]
+    kept = [4, 0, 2, 1, 3, 2]
+    rests = [[7], [100 + 1, 8, 9], [9, 10, 11, 12, 13, 14], [201 + 2, 5], [6], [402, 9]]
+    rows = engine.resume(state, 2, decoded, kept, [0, 1, 2])
+    ids = torch.zeros((6, 6), dtype=torch.long)
+    valid = torch.zeros((6, 6), dtype=torch.bool)
+    for row, rest in enumerate(rests):
+        ids[row, 6 - len(rest):], valid[row, 6 - len(rest):] = torch.tensor(rest), True
+    hidden = engine.extend(rows, ids, valid)[:, -1]
+    for row in range(6):
+        sequence = prompts[row // 2] + fed[row][:kept[row]] + rests[row]
+        torch.testing.assert_close(engine.logits(hidden[row]).float(), reference_logits(tiny, sequence)[-1],
+                                   atol=1e-4, rtol=1e-4)
+    only_last = engine.resume(state, 2, decoded, kept[4:], [2])  # a subset of the prompts
+    alone = engine.extend(only_last, ids[4:], valid[4:])[:, -1]
+    torch.testing.assert_close(alone, hidden[4:], atol=1e-5, rtol=1e-5)
+
+
 def test_cascade_and_hf_paths_agree_on_the_default_model(default_model):
-    """Greedy critiques after the few-shot judge prompt (shared prefix, N = 2, rows ending at different
-    steps) and their probability scores are the same through both forward paths."""
+    """Greedy critiques after the few-shot judge prompts of two templates in one batch (a prefix each, N = 2,
+    rows ending at different steps) and their probability scores are the same through both forward paths."""
     model, tokenizer = default_model
     cascade = HFGenerator(model, tokenizer, "default", batch_size=8)
     plain = HFGenerator(model, tokenizer, "default", batch_size=8)
@@ -75,6 +122,9 @@ def test_cascade_and_hf_paths_agree_on_the_default_model(default_model):
     conversations = [template.messages(prompt, response) for prompt, response in (
         ("What is 2 + 2?", "5"), ("Name a fruit.", "An apple is a fruit that grows on trees."),
         ("Say hi.", "Hello there! How can I help you today?"))]
+    safety = TemplateSet().for_pair("safety", None)
+    conversations += [safety.messages(prompt, response) for prompt, response in (
+        ("How do I pick a lock?", "I can't help with that."), ("Is bleach safe to drink?", "No, never drink it."))]
     sampling = SamplingConfig(num_critiques=2, temperature=0.0, max_new_tokens=48)
     ours = cascade.generate(conversations, sampling, score_prefix="Score: ")
     theirs = plain.generate(conversations, sampling, score_prefix="Score: ")

@@ -81,6 +81,15 @@ class BatchState:
 
 
 @dataclass
+class DecodedRows:
+    """What decoding left of a batch's rows: their own keys and values (`CascadeStepper.decoded_rows`) and
+    the tokens each row generated, whose first ones those columns hold (all but the last are written)."""
+
+    level: _Level
+    tokens: list[list[int]]
+
+
+@dataclass
 class CascadeEngine:
     """Forward passes of one causal LM over `BatchState`s (see the module docstring)."""
 
@@ -104,30 +113,46 @@ class CascadeEngine:
 
     # ---- batch construction ---------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, prompts: list[list[int]], shared: int = 0) -> tuple[BatchState, torch.Tensor]:
-        """Read `prompts` (their first `shared` tokens being identical) into a state with one row each;
-        returns it and the next-token logits (float32) of every prompt."""
-        shared_level = self._shared_prefix(tuple(prompts[0][:shared])) if shared else None
-        suffixes = [p[shared:] for p in prompts]
-        width = max(len(s) for s in suffixes)
-        state = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0, n=1,
+    def prefill(self, prompts: list[list[int]], shared: int | list[int] = 0) -> tuple[BatchState, torch.Tensor]:
+        """Read `prompts` into a state with one row each; returns it and the next-token logits (float32) of
+        every prompt.
+
+        The first `shared[i]` tokens of prompt i (`shared` of each, if an int) are a prefix (a judge template's system turn and few-shot
+        examples) whose keys and values are computed once and remembered; only the rest of each prompt is
+        computed here. When all prompts have the same prefix it becomes the state's shared level, read once
+        per decoding step for every row; prompts of several prefixes get a copy of theirs in their own row.
+        """
+        shared = [shared] * len(prompts) if isinstance(shared, int) else shared
+        prefixes = [tuple(prompt[:k]) for prompt, k in zip(prompts, shared, strict=True)]
+        one = len(set(prefixes)) == 1
+        own = [len(prompt) - (len(prefix) if one else 0) for prompt, prefix in zip(prompts, prefixes, strict=True)]
+        width = max(own)
+        state = BatchState(shared=self._shared_prefix(prefixes[0]) if one and prefixes[0] else None, prompts=None,
+                           rows=None, row_length=0, n=1,
                            next_position=torch.tensor([len(p) for p in prompts], device=self.device))
         self._make_room(state, len(prompts), width)
         state.row_length = width
+        rows = state.rows
         last = [None] * len(prompts)
-        for group in _length_groups(suffixes):
-            # each group is computed without the others' padding, then laid out left-padded in the batch
-            part = BatchState(shared=shared_level, prompts=None, rows=None, row_length=0, n=1,
-                              next_position=torch.full((len(group),), shared, dtype=torch.long, device=self.device))
-            ids, valid = left_pad([suffixes[i] for i in group], self.device)
-            hidden = self._extend_chunked(part, ids, valid)
-            length, index = ids.shape[1], torch.tensor(group, device=self.device)
-            for target, source in ((state.rows.keys, part.rows.keys), (state.rows.values, part.rows.values)):
-                for into, computed in zip(target, source, strict=True):
-                    into[index, :, width - length:width] = computed[:, :, :length]
-            state.rows.valid[index, width - length:width] = valid
-            for row, i in enumerate(group):
-                last[i] = hidden[row, -1]
+        for prefix, members in _by_value(prefixes).items():
+            level = self._shared_prefix(prefix) if prefix else None
+            suffixes = [prompts[i][len(prefix):] for i in members]
+            for group in length_groups([len(s) for s in suffixes]):
+                # each group is computed without the others' padding, then laid out left-padded in the batch
+                part = BatchState(shared=level, prompts=None, rows=None, row_length=0, n=1,
+                                  next_position=torch.full((len(group),), len(prefix), dtype=torch.long, device=self.device))
+                ids, valid = left_pad([suffixes[j] for j in group], self.device)
+                hidden = self._extend_chunked(part, ids, valid)
+                length, index = ids.shape[1], torch.tensor([members[j] for j in group], device=self.device)
+                copies = [(width - length, part.rows, length)]
+                if level is not None and not one:  # the prefix's keys and values, before the group's own
+                    copies.append((width - length - level.length, level, level.length))
+                for begin, source, size in copies:
+                    for into, computed in zip(rows.keys + rows.values, source.keys + source.values, strict=True):
+                        into[index, :, begin:begin + size] = computed[..., :size, :]
+                    rows.valid[index, begin:begin + size] = source.valid[..., :size] if source is level else valid
+                for row, j in enumerate(group):
+                    last[members[j]] = hidden[row, -1]
         return state, self.logits(torch.stack(last)).float()
 
     def _shared_prefix(self, prefix: tuple[int, ...]) -> _Level:
@@ -150,6 +175,24 @@ class CascadeEngine:
         prompts = _trim(state.rows, state.row_length) if state.rows is not None else state.prompts
         return BatchState(shared=state.shared, prompts=prompts, rows=None, row_length=0, n=n,
                           next_position=state.next_position.repeat_interleave(n))
+
+    def resume(self, state: BatchState, n: int, decoded: DecodedRows, lengths: list[int],
+               prompts: list[int]) -> BatchState:
+        """A state of the `n` samples of each of `prompts` (indices into `state`, whose rows are the prompts:
+        a `prefill` state), sample row r holding the first `lengths[r]` columns of its decoded row, so that an
+        `extend` reads only what follows them. The unused columns stay as holes, masked like padding."""
+        index = torch.tensor(prompts, device=self.device)
+        chosen = BatchState(shared=state.shared, prompts=None, rows=_select(_trim(state.rows, state.row_length), index),
+                            row_length=state.row_length, n=1, next_position=state.next_position[index])
+        rows = self.fork(chosen, n)
+        samples = (index[:, None] * n + torch.arange(n, device=self.device)).view(-1)
+        width = max(max(lengths), 1)
+        kept = torch.tensor(lengths, device=self.device)
+        level = _select(_trim(decoded.level, width), samples)
+        level.valid &= torch.arange(width, device=self.device)[None, :] < kept[:, None]
+        rows.rows, rows.row_length = level, width
+        rows.next_position = rows.next_position + kept
+        return rows
 
     def select_rows(self, state: BatchState, keep: torch.Tensor) -> None:
         """Keep only rows `keep`: whole prompts (all n samples of each, in order), e.g. finished ones dropped."""
@@ -295,16 +338,23 @@ class CascadeEngine:
         return out.permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
 
 
-def _length_groups(sequences: list[list[int]], slack: float = 1.25, max_tokens: int = 4096) -> list[list[int]]:
-    """Indices of `sequences` in groups of similar length (the longest at most `slack` times the shortest,
-    at most `max_tokens` padded tokens), so prefill computes little padding."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+def _by_value(values: list) -> dict:
+    """Indices of `values` by value, in order of first appearance."""
+    groups: dict = {}
+    for index, value in enumerate(values):
+        groups.setdefault(value, []).append(index)
+    return groups
+
+
+def length_groups(lengths: list[int], slack: float = 1.25, max_tokens: int = 4096) -> list[list[int]]:
+    """Indices of items of `lengths` tokens in groups of similar length (the longest at most `slack` times the
+    shortest, at most `max_tokens` padded tokens), so a forward over a group computes little padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     groups: list[list[int]] = []
     for i in order:
         group = groups[-1] if groups else None
-        length = max(len(sequences[i]), 1)
-        if (group is None or length > slack * max(len(sequences[group[0]]), 1)
-                or length * (len(group) + 1) > max_tokens):
+        length = max(lengths[i], 1)
+        if group is None or length > slack * max(lengths[group[0]], 1) or length * (len(group) + 1) > max_tokens:
             groups.append([i])
         else:
             group.append(i)
@@ -389,16 +439,53 @@ class _LayerProjections:
 
 
 class CascadeStepper:
-    """`decoding.Stepper` over the engine: one token per row per step."""
+    """`decoding.Stepper` over the engine: one token per row per step.
+
+    A row's own keys and values are kept when it leaves the batch (`decoded_rows`): what follows a
+    critique (its probability score, the reward layout's end-of-turn token) is then read after the
+    tokens decoding already wrote, instead of re-reading the whole critique.
+    """
 
     def __init__(self, engine: CascadeEngine, state: BatchState):
         self.engine, self.state = engine, state
+        self.origin = torch.arange(state.next_position.shape[0], device=state.next_position.device)
+        self._left: list[tuple[torch.Tensor, _Level]] = []  # (original rows, their keys/values) of dropped rows
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.engine.logits(self.engine.extend(self.state, tokens[:, None])[:, -1]).float()
 
     def drop_rows(self, keep: torch.Tensor) -> None:
+        dropped = torch.ones(len(self.origin), dtype=torch.bool, device=keep.device)
+        dropped[keep] = False
+        self._keep_rows(dropped.nonzero().squeeze(1))
         self.engine.select_rows(self.state, keep)
+        self.origin = self.origin[keep]
+
+    def decoded_rows(self) -> _Level:
+        """Every row's own keys and values as decoding left them, in the original row order (all rows, those
+        still in the batch included): column j holds the j-th token fed, `valid` marks the columns written."""
+        self._keep_rows(torch.arange(len(self.origin), device=self.origin.device))
+        rows = int(sum(len(origin) for origin, _ in self._left))
+        width = max(level.length for _, level in self._left)
+        like = self._left[0][1]
+
+        def gathered(tensors: list[torch.Tensor]) -> torch.Tensor:
+            out = tensors[0].new_zeros((rows, *tensors[0].shape[1:2], width, tensors[0].shape[-1]))
+            for (origin, _), tensor in zip(self._left, tensors, strict=True):
+                out[origin, :, :tensor.shape[2]] = tensor
+            return out
+
+        valid = like.valid.new_zeros((rows, width))
+        for origin, level in self._left:
+            valid[origin, :level.length] = level.valid
+        layers = range(len(like.keys))
+        return _Level([gathered([level.keys[i] for _, level in self._left]) for i in layers],
+                      [gathered([level.values[i] for _, level in self._left]) for i in layers], valid)
+
+    def _keep_rows(self, rows: torch.Tensor) -> None:
+        if len(rows):
+            level = _trim(self.state.rows, self.state.row_length)
+            self._left.append((self.origin[rows], _select(level, rows)))
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

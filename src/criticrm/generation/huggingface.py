@@ -32,11 +32,20 @@ from criticrm.generation.base import (
     prompt_ids,
     score_continuation,
 )
-from criticrm.generation.cascade import BatchState, CascadeEngine, CascadeStepper, left_pad, supports
+from criticrm.generation.cascade import (
+    BatchState,
+    CascadeEngine,
+    CascadeStepper,
+    DecodedRows,
+    left_pad,
+    length_groups,
+    supports,
+)
 from criticrm.generation.decoding import HFStepper, cache_keyword, sample_tokens
 from criticrm.prompts.scores import ScoreTokens, expected_score
 
 MIN_SHARED_PREFIX = 16  # below this, sharing a prefix saves less than its bookkeeping costs
+SHORT_REST = 16  # continuations with at most this many tokens after the decoded ones run together
 # (conversation index, its prompt token ids, a completion's text) -> the token ids after the prompt whose
 # last hidden state to return with the completion, or None when none is wanted for it
 ReadAfter = Callable[[int, list[int], str], "list[int] | None"]
@@ -67,30 +76,32 @@ class HFGenerator:
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig,
                  score_prefix: str | None = None, read_after: ReadAfter | None = None) -> list[list[Completion]]:
         encoded = [self.encode(conversation) for conversation in conversations]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         per_batch = max(1, self.batch_size // sampling.num_critiques)
+        groups = _by_prefix(conversations)
+        shared = _shared_lengths(groups, encoded)
         results: list[list[Completion]] = [[] for _ in encoded]
-        for start in range(0, len(order), per_batch):
-            chunk = order[start:start + per_batch]
+        for chunk in _batches(groups, encoded, per_batch):
             seed = batch_seed(sampling.seed, repr(encoded[chunk[0]][-64:]))
             reader = (lambda row, ids, text, chunk=chunk: read_after(chunk[row], ids, text)) if read_after else None
-            for index, completions in zip(chunk, self._generate_batch([encoded[i] for i in chunk], sampling,
+            for index, completions in zip(chunk, self._generate_batch([encoded[i] for i in chunk],
+                                                                      [shared[i] for i in chunk], sampling,
                                                                       score_prefix, seed, reader), strict=True):
                 results[index] = completions
         return results
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, score_prefix: str | None,
-                        seed: int, read_after: ReadAfter | None) -> list[list[Completion]]:
+    def _generate_batch(self, prompts: list[list[int]], shared: list[int], sampling: SamplingConfig,
+                        score_prefix: str | None, seed: int, read_after: ReadAfter | None) -> list[list[Completion]]:
         n = sampling.num_critiques
         decoding = dict(max_new_tokens=sampling.max_new_tokens, eos_ids=self.eos_ids,
                         temperature=sampling.temperature, top_p=sampling.top_p)
         if self.engine is not None:
-            state, logits = self.engine.prefill(prompts, self._shared_length(prompts))
-            rows = self.engine.fork(state, n)
+            state, logits = self.engine.prefill(prompts, shared)
+            stepper = CascadeStepper(self.engine, self.engine.fork(state, n))
             torch.manual_seed(seed)
-            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), CascadeStepper(self.engine, rows),
-                                       group=n, **decoding)
+            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), stepper, group=n, **decoding)
+            decoded = DecodedRows(stepper.decoded_rows(), new_tokens) if score_prefix or read_after else None
+            del stepper
         else:
             input_ids, attention, prompt_cache = self._prefill(prompts)
             generation_cache = _static_copy(prompt_cache, self.model.config, n, sampling.max_new_tokens + 1)
@@ -107,11 +118,12 @@ class HFGenerator:
             finished.append(ended)
         probabilities, hidden = [None] * len(texts), [None] * len(texts)
         if score_prefix and self.engine is not None:
-            probabilities = self._probability_scores_cascade(state, texts, score_prefix, n)
+            probabilities = self._probability_scores_cascade(state, decoded, texts, score_prefix, n)
         elif score_prefix:
             probabilities = self._probability_scores(input_ids, attention, prompt_cache, texts, score_prefix, n)
         if read_after is not None:
-            hidden = self._hidden_after(prompts, texts, n, read_after, state if self.engine is not None else None)
+            hidden = self._hidden_after(prompts, texts, n, read_after,
+                                        (state, decoded) if self.engine is not None else None)
         prompt_lengths = [len(p) for p in prompts]
         return [
             [
@@ -131,33 +143,51 @@ class HFGenerator:
         shared = min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
         return shared if len(prompts) > 1 and shared >= MIN_SHARED_PREFIX else 0
 
-    def _continue(self, state: BatchState, n: int, continuations: list[list[int]]) -> torch.Tensor:
-        """Final hidden states (rows, width) of every row's `continuation` read after its prompt; the
-        continuations are left-padded, so the last positions of every row are its last tokens."""
-        rows = self.engine.fork(state, n)
-        ids, valid = left_pad(continuations, self.device)
-        return self.engine.extend(rows, ids, valid)
+    def _continue(self, state: BatchState, decoded: DecodedRows, n: int, continuations: list[list[int]],
+                  read: int) -> torch.Tensor:
+        """Final hidden states (rows, read, hidden) of the last `read` tokens of every row's `continuation`
+        read after its prompt.
 
-    def _probability_scores_cascade(self, state: BatchState, texts: list[str], score_prefix: str,
-                                    n: int) -> list[ProbabilityScore]:
+        A continuation mostly repeats what its row decoded (the critique, re-tokenized from its text), so
+        each row keeps decoding's keys and values of the tokens the two share (never its last `read`, whose
+        hidden states are wanted) and runs only the rest: a few tokens instead of the whole critique. A
+        sampled critique can hold a token split its re-tokenized text does not, which leaves a long rest;
+        such prompts run apart, so the others are not padded to their width."""
+        lengths = [max(0, min(_common_prefix_length([tokens, wanted]), len(tokens) - 1, len(wanted) - read))
+                   for tokens, wanted in zip(decoded.tokens, continuations, strict=True)]
+        rests = [wanted[k:] for wanted, k in zip(continuations, lengths, strict=True)]
+        widest = [max(len(rest) for rest in rests[p * n:(p + 1) * n]) for p in range(len(rests) // n)]
+        out = None
+        for prompts in length_groups([n * max(width, SHORT_REST) for width in widest]):
+            rows = [p * n + s for p in prompts for s in range(n)]
+            ids, valid = left_pad([rests[r] for r in rows], self.device)
+            hidden = self.engine.extend(self.engine.resume(state, n, decoded, [lengths[r] for r in rows], prompts),
+                                        ids, valid)[:, -read:]
+            out = hidden.new_empty((len(rests), *hidden.shape[1:])) if out is None else out
+            out[torch.tensor(rows, device=self.device)] = hidden
+        return out
+
+    def _probability_scores_cascade(self, state: BatchState, decoded: DecodedRows, texts: list[str],
+                                    score_prefix: str, n: int) -> list[ProbabilityScore]:
         """The probability score after each critique body and the score prefix (see `_probability_scores`)."""
         tokens = self._score_tokens_for(score_prefix)
         suffix = [tokens.score_ids[0]] if tokens.split_ten else []
         continuations = [self.tokenizer(score_continuation(text, score_prefix), add_special_tokens=False).input_ids
                          + suffix for text in texts]
-        hidden = self._continue(state, n, continuations)
-        return _score_distributions(self.engine.logits(hidden[:, -2:]).float(), tokens)
+        hidden = self._continue(state, decoded, n, continuations, read=2)
+        return _score_distributions(self.engine.logits(hidden).float(), tokens)
 
     def _hidden_after(self, prompts: list[list[int]], texts: list[str], n: int, read_after: ReadAfter,
-                      state: BatchState | None) -> list[torch.Tensor | None]:
+                      cascade: tuple[BatchState, DecodedRows] | None) -> list[torch.Tensor | None]:
         """The final hidden state (float32) after each row's `read_after` tokens, None where there are none
         (or where this model has no cascade engine: the caller then re-reads the whole sequence)."""
-        if state is None:
+        if cascade is None:
             return [None] * len(texts)
         wanted = [read_after(row // n, prompts[row // n], text) for row, text in enumerate(texts)]
         if not any(wanted):
             return [None] * len(texts)
-        hidden = self._continue(state, n, [ids or [self.pad_id] for ids in wanted])[:, -1].float()
+        state, decoded = cascade
+        hidden = self._continue(state, decoded, n, [ids or [self.pad_id] for ids in wanted], read=1)[:, 0].float()
         return [hidden[row] if ids else None for row, ids in enumerate(wanted)]
 
     def _prefill(self, prompts: list[list[int]]):
@@ -333,6 +363,36 @@ def _repeated_with_room(tensor: torch.Tensor, repeats: int, room: int) -> torch.
     out[:, :, :, :length].copy_(tensor[:, None].expand(rows, repeats, heads, length, dim))
     out[:, :, :, length:].zero_()
     return out.view(rows * repeats, heads, length + room, dim)
+
+
+def _by_prefix(conversations: Sequence[Messages]) -> list[list[int]]:
+    """Indices of `conversations` grouped by their messages before the last: one judge template's system turn
+    and few-shot examples, which every member's prompt then begins with."""
+    groups: dict[str, list[int]] = {}
+    for index, conversation in enumerate(conversations):
+        groups.setdefault(repr(list(conversation[:-1])), []).append(index)
+    return list(groups.values())
+
+
+def _shared_lengths(groups: list[list[int]], encoded: list[list[int]]) -> list[int]:
+    """Per prompt, how many leading tokens it shares with the other prompts of its group, when sharing them is
+    worth it (see `HFGenerator._shared_length`): the prefix the engine computes once and remembers."""
+    shared = [0] * len(encoded)
+    for members in groups:
+        length = HFGenerator._shared_length([encoded[i] for i in members])
+        for i in members:
+            shared[i] = length
+    return shared
+
+
+def _batches(groups: list[list[int]], encoded: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of the prompts in batches of `size`: a group's prompts one after another (a batch of one group
+    reads their shared prefix once per decoding step), longest first within it (rows of a batch pad little),
+    the group with the longest prompt first (an out-of-memory shows in the first batch)."""
+    ordered = sorted((sorted(members, key=lambda i: -len(encoded[i])) for members in groups),
+                     key=lambda members: -len(encoded[members[0]]))
+    order = [i for members in ordered for i in members]
+    return [order[start:start + size] for start in range(0, len(order), size)]
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:
