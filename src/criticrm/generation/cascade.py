@@ -10,9 +10,10 @@ and reads each level once per step ("cascade" attention, as FlashInfer and vLLM'
 - shared: the token prefix every prompt of the batch shares (the template's system turn and few-shot
   examples), one copy, cached across batches;
 - prompt: each prompt's own tokens, one copy per prompt, left-padded to the longest;
-- row: the tokens each row (sample) adds: its critique as it is generated, or a continuation read
-  afterwards (the critique body and a score prefix for the probability score, the training layout's
-  critique and end-of-turn token for the reward).
+- row: the tokens each row (sample) adds: its critique as it is generated. `CascadeStepper` keeps each
+  row's keys and values when it leaves the batch, and `resume` continues after them, so what is read
+  after a critique (a score prefix for the probability score, the end-of-turn token of the reward's
+  training layout) costs its own few tokens, not a re-read of the critique.
 
 Queries of every head that shares a key/value head are multiplied together (no head expansion); the
 samples of one prompt are multiplied with that prompt's keys together; the levels' scores then share

@@ -1,18 +1,21 @@
-"""Critique generation with Hugging Face `generate`, batched for throughput.
+"""Critique generation with Hugging Face models, batched for throughput.
 
 What makes it fast on a small CPU and still right on a GPU:
-- prompts are sorted by length (longest first, so an out-of-memory shows at once) and left-padded;
+- conversations are batched by their messages before the last (one judge template's system turn and
+  few-shot examples: most of the prompt), longest first within those, and left-padded;
 - each prompt is prefilled once and its KV cache repeated for the N samples, instead of N prefills
   (the judge prompt with its few-shot examples is several times longer than a critique);
 - decoding drops finished rows from the batch and its cache, and top-p sampling keeps the nucleus
   without sorting the vocabulary at every step (`decoding.py`, `nucleus.py`);
-- the probability score re-uses that prompt cache: only the critique tokens are run again, and LM
-  logits are computed for the two positions that are read, never for the whole sequence;
 - on Llama-layout models (`cascade.supports`) every forward goes through the cascade engine, which
-  reads the shared prefix's and each prompt's keys and values once per step for all their rows;
-  other architectures use the model's own forward over a Hugging Face cache;
-- `read_after` returns, with each completion, the final hidden state after given tokens that follow
-  the prompt (a reward model's training layout of the critique): the reward then needs no re-read.
+  computes a template's prefix once and reads the shared prefix's and each prompt's keys and values
+  once per step for all their rows; other architectures use the model's own forward over a Hugging
+  Face cache;
+- what is read after a critique — the probability score after the score prefix, and with
+  `read_after` the final hidden state after the reward model's training layout of the critique (the
+  reward then needs no re-read) — continues from the keys and values decoding wrote: only the tokens
+  that differ from the decoded ones are run (a few per row). LM logits are computed only for the
+  positions that are read.
 """
 
 from __future__ import annotations
