@@ -118,9 +118,9 @@ class CascadeEngine:
         """Read `prompts` into a state with one row each; returns it and the next-token logits (float32) of
         every prompt.
 
-        The first `shared[i]` tokens of prompt i (`shared` of each, if an int) are a prefix (a judge template's system turn and few-shot
-        examples) whose keys and values are computed once and remembered; only the rest of each prompt is
-        computed here. When all prompts have the same prefix it becomes the state's shared level, read once
+        The first `shared[i]` tokens of prompt i (`shared` tokens of each, if an int) are a prefix (a judge
+        template's system turn and few-shot examples) whose keys and values are computed once and
+        remembered; only the rest of each prompt is computed here. When all prompts have the same prefix it becomes the state's shared level, read once
         per decoding step for every row; prompts of several prefixes get a copy of theirs in their own row.
         """
         shared = [shared] * len(prompts) if isinstance(shared, int) else shared
@@ -135,7 +135,7 @@ class CascadeEngine:
         state.row_length = width
         rows = state.rows
         last = [None] * len(prompts)
-        for prefix, members in _by_value(prefixes).items():
+        for prefix, members in indices_by_value(prefixes).items():
             level = self._shared_prefix(prefix) if prefix else None
             suffixes = [prompts[i][len(prefix):] for i in members]
             for group in length_groups([len(s) for s in suffixes]):
@@ -339,7 +339,7 @@ class CascadeEngine:
         return out.permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
 
 
-def _by_value(values: list) -> dict:
+def indices_by_value(values: list) -> dict:
     """Indices of `values` by value, in order of first appearance."""
     groups: dict = {}
     for index, value in enumerate(values):

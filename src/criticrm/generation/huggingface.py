@@ -40,6 +40,7 @@ from criticrm.generation.cascade import (
     CascadeEngine,
     CascadeStepper,
     DecodedRows,
+    indices_by_value,
     left_pad,
     length_groups,
     supports,
@@ -371,10 +372,7 @@ def _repeated_with_room(tensor: torch.Tensor, repeats: int, room: int) -> torch.
 def _by_prefix(conversations: Sequence[Messages]) -> list[list[int]]:
     """Indices of `conversations` grouped by their messages before the last: one judge template's system turn
     and few-shot examples, which every member's prompt then begins with."""
-    groups: dict[str, list[int]] = {}
-    for index, conversation in enumerate(conversations):
-        groups.setdefault(repr(list(conversation[:-1])), []).append(index)
-    return list(groups.values())
+    return list(indices_by_value([repr(list(conversation[:-1])) for conversation in conversations]).values())
 
 
 def _shared_lengths(groups: list[list[int]], encoded: list[list[int]]) -> list[int]:
