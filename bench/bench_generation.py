@@ -60,15 +60,17 @@ VARIANTS = ["hf-naive-fp32-b16", "hf-shared-fp32-b32", "hf-shared-bf16-b32", "ca
             "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score", "llamacpp-server",
             "llama-server-q4_1-np32", "llama-server-q8_0-np32", "llama-server-bf16-np32", "llama-server-q8_0-np4",
             "ct2-int8-b32", "ct2-float32-b32", "ct2-int8-b8"]
-# The peers take any slot count or batch size: their tuning is a sweep, not a fixed list.
-PEER_PATTERN = re.compile(r"llama-server-(q4_1|q8_0|bf16)-np[1-9][0-9]*|ct2-(int8|float32)-b[1-9][0-9]*")
+# Every engine takes any batch size (slot count): tuning is a sweep, not a fixed list.
+SWEEP_PATTERN = re.compile(r"(hf-shared|cascade)-(fp32|bf16)-b[1-9][0-9]*(\+score)?"
+                           r"|llama-server-(q4_1|q8_0|bf16)-np[1-9][0-9]*|ct2-(int8|float32)-b[1-9][0-9]*")
 
 
 def variant_name(name: str) -> str:
-    """An argparse type: a listed variant, or a peer with any slot count / batch size."""
-    if name in VARIANTS or PEER_PATTERN.fullmatch(name):
+    """An argparse type: a listed variant, or any engine's variant with another batch size / slot count."""
+    if name in VARIANTS or SWEEP_PATTERN.fullmatch(name):
         return name
     raise argparse.ArgumentTypeError(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}, or "
+                                     f"<hf-shared|cascade>-<fp32|bf16>-b<batch>[+score], "
                                      f"llama-server-<q4_1|q8_0|bf16>-np<slots> / ct2-<int8|float32>-b<batch>")
 
 

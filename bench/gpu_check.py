@@ -101,7 +101,7 @@ def generation(model, device: torch.device, prompts: int, n: int, new_tokens: in
     state, logits = engine.prefill(batch, shared=shared)
     rows = engine.fork(state, n)
     tokens = sample_tokens(logits.repeat_interleave(n, dim=0), CascadeStepper(engine, rows), max_new_tokens=new_tokens,
-                           eos_ids=[-1], temperature=0.8, top_p=0.95, group=n)
+                           eos_ids=[-1], temperature=0.8, top_p=0.95)
     synchronize(device)
     seconds = time.perf_counter() - started
     generated = sum(len(t) for t in tokens)

@@ -51,16 +51,22 @@ def test_prefill_and_extend_give_the_models_own_logits(tiny):
     for row, tokens in enumerate(continuations):
         ids[row, 4 - len(tokens):], valid[row, 4 - len(tokens):] = torch.tensor(tokens), True
     hidden = engine.extend(rows, ids, valid)
-    with pytest.raises(ValueError, match="whole prompts"):
-        engine.select_rows(rows, torch.tensor([0, 2, 3, 5]))
-    keep = torch.tensor([0, 1, 4, 5])
-    engine.select_rows(rows, keep)
-    after = engine.logits(engine.extend(rows, torch.tensor([[21]] * 4))[:, -1]).float()
-    for position, row in enumerate(keep.tolist()):
-        sequence = prompts[row // 2] + continuations[row]
-        expected = reference_logits(tiny, sequence)
-        torch.testing.assert_close(engine.logits(hidden[row, -1]).float(), expected[-1], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(after[position], reference_logits(tiny, sequence + [21])[-1], atol=1e-4, rtol=1e-4)
+    for row in range(6):
+        expected = reference_logits(tiny, prompts[row // 2] + continuations[row])[-1]
+        torch.testing.assert_close(engine.logits(hidden[row, -1]).float(), expected, atol=1e-4, rtol=1e-4)
+    # rows leave one by one: one sample of two prompts (each prompt keeps a row), then the first prompt's
+    # last row (it leaves the prompt level), then a row that leaves the rest a whole grid again
+    left, fed = list(range(6)), {row: [] for row in range(6)}
+    for keep, token, grid in (([0, 2, 3, 5], 21, False), ([1, 2, 3], 22, False), ([0, 1], 23, True)):
+        engine.select_rows(rows, torch.tensor(keep))  # positions among the rows left
+        left = [left[i] for i in keep]
+        assert (rows.slots is None) == grid
+        after = engine.logits(engine.extend(rows, torch.tensor([[token]] * len(left)))[:, -1]).float()
+        for position, row in enumerate(left):
+            fed[row].append(token)
+            expected = reference_logits(tiny, prompts[row // 2] + continuations[row] + fed[row])[-1]
+            torch.testing.assert_close(after[position], expected, atol=1e-4, rtol=1e-4)
+    assert rows.prompts.valid.shape[0] == 1
 
 
 def test_prompts_of_several_prefixes_share_one_batch(tiny):
@@ -89,10 +95,12 @@ def test_a_continuation_resumes_after_the_decoded_tokens(tiny):
     fed = [[100 + row, 200 + row, 300 + row, 400 + row] for row in range(6)]
     for step in range(4):
         stepper.step(torch.tensor([fed[row][step] for row in stepper.origin.tolist()]))
-        if step == 1:  # the second prompt's rows leave after two tokens
-            stepper.drop_rows(torch.tensor([0, 1, 4, 5]))
+        if step == 1:  # one row of the second prompt leaves after two tokens, the other after three
+            stepper.drop_rows(torch.tensor([0, 1, 3, 4, 5]))
+        if step == 2:
+            stepper.drop_rows(torch.tensor([0, 1, 3, 4]))
     decoded = DecodedRows(stepper.decoded_rows(), fed)
-    assert decoded.level.valid.sum(1).tolist() == [4, 4, 2, 2, 4, 4]
+    assert decoded.level.valid.sum(1).tolist() == [4, 4, 2, 3, 4, 4]
     kept = [4, 0, 2, 1, 3, 2]
     rests = [[7], [100 + 1, 8, 9], [9, 10, 11, 12, 13, 14], [201 + 2, 5], [6], [402, 9]]
     rows = engine.resume(state, 2, decoded, kept, [0, 1, 2])

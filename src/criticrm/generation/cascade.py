@@ -70,8 +70,11 @@ class _Level:
 
 @dataclass
 class BatchState:
-    """The KV levels of one batch: row r is sample r % n of prompt r // n (rows are dropped a whole
-    prompt at a time, so this layout holds and each level is read by plain reshapes)."""
+    """The KV levels of one batch. Its rows are cells of a (prompts, n) grid: row r is sample
+    `slots[r] % n` of prompt `slots[r] // n` of the prompt level. While no row has left, the rows are the
+    whole grid in order (`slots` None) and every level is read by plain reshapes; once finished rows leave
+    one by one, `slots` says where the others sit, so a prompt's keys and values are still read once for
+    all of its rows left."""
 
     shared: _Level | None
     prompts: _Level | None
@@ -79,6 +82,7 @@ class BatchState:
     row_length: int  # positions of `rows` written so far
     n: int
     next_position: torch.Tensor  # (rows,) position id of each row's next token
+    slots: torch.Tensor | None = None  # (rows,) each row's grid cell; None: the whole grid, in order
 
 
 @dataclass
@@ -196,13 +200,22 @@ class CascadeEngine:
         return rows
 
     def select_rows(self, state: BatchState, keep: torch.Tensor) -> None:
-        """Keep only rows `keep`: whole prompts (all n samples of each, in order), e.g. finished ones dropped."""
-        prompts = keep.view(-1, state.n)[:, 0] // state.n
-        if not torch.equal(keep, (prompts[:, None] * state.n + torch.arange(state.n, device=keep.device)).view(-1)):
-            raise ValueError("the cascade engine drops whole prompts: keep all n samples of a prompt, in order")
+        """Keep only rows `keep` (any of them, in that order), e.g. the finished ones dropped. A prompt leaves
+        the prompt level when none of its rows is left."""
+        slots = _grid_slots(state)[keep]
         state.next_position = state.next_position[keep]
         state.rows = _select(state.rows, keep)
-        state.prompts = _select(state.prompts, prompts)
+        if state.prompts is None:
+            return
+        prompt = slots // state.n
+        alive = torch.unique(prompt)  # sorted: the prompt level keeps its order
+        if len(alive) < state.prompts.valid.shape[0]:
+            state.prompts = _select(state.prompts, alive)
+            prompt = torch.searchsorted(alive, prompt)
+        slots = prompt * state.n + slots % state.n
+        whole = len(slots) == state.prompts.valid.shape[0] * state.n and torch.equal(
+            slots, torch.arange(len(slots), device=slots.device))
+        state.slots = None if whole else slots
 
     # ---- forward --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -229,6 +242,7 @@ class CascadeEngine:
         state.rows.valid[:, start:start + width] = valid
         state.row_length = start + width
         bias = self._attention_bias(state, width)
+        cell = None if state.slots is None else (state.slots // state.n, state.slots % state.n)
 
         hidden = self.inner.embed_tokens(ids)
         cos, sin = self.inner.rotary_emb(hidden, positions.clamp(min=0))
@@ -242,7 +256,7 @@ class CascadeEngine:
             value = value.view(rows, width, self.kv_heads, self.head_dim)
             state.rows.keys[index][:, :, start:start + width] = key.transpose(1, 2)
             state.rows.values[index][:, :, start:start + width] = value.transpose(1, 2)
-            mixed = self._attend(state, index, query, bias)
+            mixed = self._attend(state, index, query, bias, cell)
             hidden = hidden + projections.output(mixed)
             hidden = hidden + projections.mlp(layer.post_attention_layernorm(hidden))
         return self.inner.norm(hidden)
@@ -271,72 +285,98 @@ class CascadeEngine:
 
     def _attention_bias(self, state: BatchState, width: int) -> torch.Tensor:
         """What every layer adds to its attention scores in this forward: 0 where a query may attend, MASKED
-        where not, over the levels' keys side by side (shared, prompt, row), as (prompts, n, 1, 1, T, keys).
+        where not, over the levels' keys side by side (shared, prompt, row), as (rows, 1, 1, T, keys).
 
         Built once per forward (every layer reads the same mask): a query at chunk position t sees the whole
         shared prefix, its prompt's real tokens, its row's earlier tokens and the chunk's first t + 1.
         """
-        rows, n, start = state.next_position.shape[0], state.n, state.row_length - width
-        prompts, device = rows // n, state.next_position.device
+        rows, start = state.next_position.shape[0], state.row_length - width
+        device = state.next_position.device
         causal = torch.ones((width, start + width), dtype=torch.bool, device=device).tril(diagonal=start)
-        parts = [(state.rows.valid[:, None, :start + width] & causal).view(prompts, n, width, -1)]
+        parts = [state.rows.valid[:, None, :start + width] & causal]
         if state.prompts is not None:
-            parts.insert(0, state.prompts.valid[:, None, None, :].expand(prompts, n, width, -1))
+            own = state.prompts.valid[_grid_slots(state) // state.n]
+            parts.insert(0, own[:, None, :].expand(rows, width, -1))
         if state.shared is not None:
-            parts.insert(0, state.shared.valid.view(1, 1, 1, -1).expand(prompts, n, width, -1))
+            parts.insert(0, state.shared.valid.view(1, 1, -1).expand(rows, width, -1))
         allowed = torch.cat(parts, dim=-1)
         bias = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, MASKED)
-        return bias[:, :, None, None]
+        return bias[:, None, None]
 
-    def _attend(self, state: BatchState, index: int, query: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _attend(self, state: BatchState, index: int, query: torch.Tensor, bias: torch.Tensor,
+                cell: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         """Attention of `query` (rows, T, heads, head_dim) over the three levels -> (rows, T, heads*head_dim).
 
         Each level's scores are computed in its own layout (the shared prefix once for every row, a prompt
-        once for its n samples), then laid side by side for one softmax, and each level's weights multiply
+        once for its samples), then laid side by side for one softmax, and each level's weights multiply
         its own values. A decoding step is bound by the number of small operations, not by bytes: one
         softmax over the concatenated scores is a handful of operations where merging per-level partial
         softmaxes (as flash attention merges blocks) took dozens.
+
+        Scores are laid out as (lead, kv, per_kv, keys) with lead = (prompts, n) while the rows are the whole
+        grid, else (rows, 1): the prompt level then runs on the grid, its empty cells' queries zero, and is
+        gathered to the rows left (a few small copies, where the rows that left would cost whole rows).
+        `cell` is each row's (prompt, sample) in that grid, None while the rows are the whole grid.
         """
         rows, width, _, dim = query.shape
         kv, per_kv, n = self.kv_heads, self.groups * width, state.n  # per_kv: query rows sharing a kv head
-        prompts = rows // n
+        lead = (rows // n, n) if cell is None else (rows, 1)
         # (rows, kv, groups*T, dim); a view when T == 1 (decoding)
         grouped = query.view(rows, width, kv, self.groups, dim).permute(0, 2, 3, 1, 4).reshape(rows, kv, per_kv, dim)
-        scores, values = [], []  # per level: scores as (prompts, n, kv, per_kv, keys), and the values
+        scores, values = [], []  # per level: scores as (*lead, kv, per_kv, keys), and the values
         if state.shared is not None:  # one copy for every row: (kv, rows*groups*T, dim) @ (kv, dim, P)
             flat = grouped.transpose(0, 1).reshape(kv, rows * per_kv, dim)
             level = torch.matmul(flat, state.shared.keys[index].transpose(-1, -2))
-            scores.append(level.view(kv, prompts, n, per_kv, -1).permute(1, 2, 0, 3, 4))
+            scores.append(level.view(kv, *lead, per_kv, -1).permute(1, 2, 0, 3, 4))
             values.append(state.shared.values[index])
-        if state.prompts is not None:  # one copy per prompt, its n samples' queries together
-            by_prompt = grouped.view(prompts, n, kv, per_kv, dim).transpose(1, 2).reshape(prompts, kv, n * per_kv, dim)
+        if state.prompts is not None:  # one copy per prompt, its samples' queries together
+            prompts = state.prompts.valid.shape[0]
+            grid = grouped.view(prompts, n, kv, per_kv, dim) if cell is None else _scattered(grouped, cell, prompts, n)
+            by_prompt = grid.transpose(1, 2).reshape(prompts, kv, n * per_kv, dim)
             level = torch.matmul(by_prompt, state.prompts.keys[index].transpose(-1, -2))
-            scores.append(level.view(prompts, kv, n, per_kv, -1).transpose(1, 2))
+            level = level.view(prompts, kv, n, per_kv, -1).transpose(1, 2)  # (prompts, n, kv, per_kv, L)
+            scores.append(level if cell is None else level[cell].unsqueeze(1))
             values.append(state.prompts.values[index])
         length = state.row_length
         level = torch.matmul(grouped, state.rows.keys[index][:, :, :length].transpose(-1, -2))
-        scores.append(level.view(prompts, n, kv, per_kv, -1))
+        scores.append(level.view(*lead, kv, per_kv, -1))
         values.append(state.rows.values[index][:, :, :length])
 
         sizes = [level.shape[-1] for level in scores]
         joined = torch.cat(scores, dim=-1).float().mul_(self.scaling)
         del scores  # a prefill chunk's scores are the largest tensors of a forward: hold one copy at a time
         shape = joined.shape
-        joined = joined.view(prompts, n, kv, self.groups, width, -1).add_(bias).view(shape)
+        joined = joined.view(*lead, kv, self.groups, width, -1).add_(bias.view(*lead, 1, 1, width, -1)).view(shape)
         weights = torch.softmax(joined, dim=-1).to(query.dtype).split(sizes, dim=-1)
         del joined
 
         # the levels' weighted values are summed in float32 and rounded once, as one attention would be
-        out = torch.matmul(weights[-1].reshape(rows, kv, per_kv, -1), values[-1]).float().view(prompts, n, kv, per_kv, dim)
+        out = torch.matmul(weights[-1].reshape(rows, kv, per_kv, -1), values[-1]).float().view(*lead, kv, per_kv, dim)
         if state.prompts is not None:
-            w = weights[-2].transpose(1, 2).reshape(prompts, kv, n * per_kv, -1)
-            out += torch.matmul(w, values[-2]).float().view(prompts, kv, n, per_kv, dim).transpose(1, 2)
+            w = weights[-2] if cell is None else _scattered(weights[-2][:, 0], cell, prompts, n)
+            mixed = torch.matmul(w.transpose(1, 2).reshape(prompts, kv, n * per_kv, -1), values[-2]).float()
+            mixed = mixed.view(prompts, kv, n, per_kv, dim).transpose(1, 2)
+            out += mixed if cell is None else mixed[cell].unsqueeze(1)
         if state.shared is not None:
             w = weights[0].permute(2, 0, 1, 3, 4).reshape(kv, rows * per_kv, -1)
-            out += torch.matmul(w, values[0]).float().view(kv, prompts, n, per_kv, dim).permute(1, 2, 0, 3, 4)
-        # (prompts, n, kv, groups, T, dim) -> (rows, T, heads*dim)
+            out += torch.matmul(w, values[0]).float().view(kv, *lead, per_kv, dim).permute(1, 2, 0, 3, 4)
+        # (*lead, kv, groups, T, dim) -> (rows, T, heads*dim)
         out = out.to(query.dtype).reshape(rows, kv, self.groups, width, dim)
         return out.permute(0, 3, 1, 2, 4).reshape(rows, width, self.heads * dim)
+
+
+def _grid_slots(state: BatchState) -> torch.Tensor:
+    """Each row's cell of the (prompts, n) grid (see `BatchState`)."""
+    if state.slots is not None:
+        return state.slots
+    return torch.arange(state.next_position.shape[0], device=state.next_position.device)
+
+
+def _scattered(per_row: torch.Tensor, cell: tuple[torch.Tensor, torch.Tensor], prompts: int, n: int) -> torch.Tensor:
+    """Rows' tensors (rows, ...) laid into a zero (prompts, n, ...) grid at their cells."""
+    grid = per_row.new_zeros((prompts, n, *per_row.shape[1:]))
+    grid[cell] = per_row
+    return grid
 
 
 def indices_by_value(values: list) -> dict:

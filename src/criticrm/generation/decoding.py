@@ -34,10 +34,10 @@ class Stepper(Protocol):
 
 @torch.inference_mode()
 def sample_tokens(first_logits: torch.Tensor, stepper: Stepper, *, max_new_tokens: int, eos_ids: list[int],
-                  temperature: float = 0.0, top_p: float = 1.0, group: int = 1) -> list[list[int]]:
+                  temperature: float = 0.0, top_p: float = 1.0) -> list[list[int]]:
     """New tokens of every row (its end-of-sequence token included when it has one), starting from the
-    logits after each row's prompt. Rows are dropped `group` consecutive rows at a time, once all of them
-    have finished (the cascade engine keeps the samples of a prompt together)."""
+    logits after each row's prompt. Finished rows leave the batch one by one (in sweeps: see
+    COMPACT_FRACTION)."""
     rows = first_logits.shape[0]
     device = first_logits.device
     nucleus = NucleusFilter(top_p) if temperature > 0 and top_p < 1 else None
@@ -54,9 +54,8 @@ def sample_tokens(first_logits: torch.Tensor, stepper: Stepper, *, max_new_token
         finished = finished | torch.isin(tokens, eos)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        done = finished.view(-1, group).all(dim=1).repeat_interleave(group)
-        if int(done.sum()) * COMPACT_FRACTION >= len(alive):
-            keep = (~done).nonzero().squeeze(1)
+        if int(finished.sum()) * COMPACT_FRACTION >= len(alive):
+            keep = (~finished).nonzero().squeeze(1)
             stepper.drop_rows(keep)
             alive, tokens, finished = alive[keep], tokens[keep], finished[keep]
         logits = stepper.step(tokens)

@@ -103,7 +103,7 @@ class HFGenerator:
             state, logits = self.engine.prefill(prompts, shared)
             stepper = CascadeStepper(self.engine, self.engine.fork(state, n))
             torch.manual_seed(seed)
-            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), stepper, group=n, **decoding)
+            new_tokens = sample_tokens(logits.repeat_interleave(n, dim=0), stepper, **decoding)
             decoded = DecodedRows(stepper.decoded_rows(), new_tokens) if score_prefix or read_after else None
             del stepper
         else:
