@@ -13,7 +13,8 @@ Variants: `hf-naive-*` is plain `generate(num_return_sequences=N)` (N prefills p
 prefix), the reference point; `hf-shared-*` is criticrm's HFGenerator on the model's own forward (one
 prefill per prompt and one per batch for the template's shared prefix, static KV cache: the backend
 before the cascade engine, and still the path of architectures the engine does not cover); `cascade-*`
-is the HFGenerator on the cascade engine (`generation/cascade.py`), the default for Llama-layout models;
+is the HFGenerator on the cascade engine (`generation/cascade.py`), the default for Llama-layout models
+(`cascade-<dtype>-int8-*`: its decoding steps in dynamic int8, `quantize: int8`);
 `llamacpp-server` is the OpenAI-compatible backend against llama-cpp-python's server over the Q4_1 GGUF
 (one request at a time: that server has one slot).
 
@@ -57,11 +58,11 @@ from criticrm.prompts.templates import TemplateSet
 from machine import describe
 
 VARIANTS = ["hf-naive-fp32-b16", "hf-shared-fp32-b32", "hf-shared-bf16-b32", "cascade-fp32-b32", "cascade-bf16-b32",
-            "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score", "llamacpp-server",
-            "llama-server-q4_1-np32", "llama-server-q8_0-np32", "llama-server-bf16-np32", "llama-server-q8_0-np4",
+            "cascade-fp32-int8-b32", "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score",
+            "llamacpp-server", "llama-server-q4_1-np32", "llama-server-q8_0-np32", "llama-server-bf16-np32", "llama-server-q8_0-np4",
             "ct2-int8-b32", "ct2-float32-b32", "ct2-int8-b8"]
 # Every engine takes any batch size (slot count): tuning is a sweep, not a fixed list.
-SWEEP_PATTERN = re.compile(r"(hf-shared|cascade)-(fp32|bf16)-b[1-9][0-9]*(\+score)?"
+SWEEP_PATTERN = re.compile(r"(hf-shared-(fp32|bf16)|cascade-(fp32|bf16)(-int8)?)-b[1-9][0-9]*(\+score)?"
                            r"|llama-server-(q4_1|q8_0|bf16)-np[1-9][0-9]*|ct2-(int8|float32)-b[1-9][0-9]*")
 
 
@@ -71,6 +72,7 @@ def variant_name(name: str) -> str:
         return name
     raise argparse.ArgumentTypeError(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}, or "
                                      f"<hf-shared|cascade>-<fp32|bf16>-b<batch>[+score], "
+                                     f"cascade-<fp32|bf16>-int8-b<batch>[+score], "
                                      f"llama-server-<q4_1|q8_0|bf16>-np<slots> / ct2-<int8|float32>-b<batch>")
 
 
@@ -85,7 +87,8 @@ def run_hf(variant: str, convs, sampling: SamplingConfig) -> dict:
     dtype = "bf16" if "bf16" in variant else "fp32"
     batch = int(variant.split("-b")[-1].split("+")[0])
     model, tokenizer = load_causal_lm(ModelConfig(dtype=dtype))
-    generator = HFGenerator(model, tokenizer, "SmolLM2-135M-Instruct", batch_size=batch)
+    quantize = "int8" if "-int8-" in variant else "none"
+    generator = HFGenerator(model, tokenizer, "SmolLM2-135M-Instruct", batch_size=batch, quantize=quantize)
     if not variant.startswith("cascade"):
         generator.engine = None  # the model's own forward over a Hugging Face cache
     # Group by template, as the critique stage does, so a batch shares its few-shot prefix.

@@ -9,6 +9,7 @@ import torch
 from criticrm.generation.base import SamplingConfig
 from criticrm.generation.cascade import CascadeEngine, CascadeStepper, DecodedRows, supports
 from criticrm.generation.huggingface import HFGenerator
+from criticrm.generation.projections import DynamicInt8Linear, LayerProjections
 from criticrm.inference.scorer import RewardScorer, ScoreItem, ScoringConfig
 from criticrm.models.backbone import ModelConfig, load_causal_lm, load_tokenizer
 from criticrm.models.critic_rm import CriticRewardModel, RewardModelConfig
@@ -170,16 +171,50 @@ def test_packed_bf16_projections_match_the_layers_own(tiny):
     those of the layers' own modules (a copy of the model with packing off)."""
     import copy
 
-    from criticrm.generation.cascade import _LayerProjections
-
     model = copy.deepcopy(tiny).to(torch.bfloat16)
     packed = CascadeEngine(model)
-    if packed.projections[0].packed_qkv is None:
-        pytest.skip("no oneDNN on this build of torch")
+    if packed.projections[0].fused_qkv is None:
+        pytest.skip("no bf16 oneDNN path on this CPU (AVX2 only) or build of torch")
     plain = CascadeEngine(model)
-    plain.projections = [_LayerProjections(layer, None, None, None, None) for layer in model.model.layers]
+    plain.projections = [LayerProjections(layer) for layer in model.model.layers]
     plain.lm_head = None
     prompts = [list(range(40, 60)), list(range(40, 52))]
     for rows in (2, 200):  # decoding-sized batches use the packed weights, prefill-sized the plain ones
         batch = (prompts * rows)[:rows]
         torch.testing.assert_close(packed.prefill(batch, 8)[1], plain.prefill(batch, 8)[1], atol=2e-2, rtol=2e-2)
+
+
+def test_int8_steps_are_close_and_prompts_stay_exact(tiny):
+    """`quantize: int8` reads prompts in float (the prefill's logits and cached keys/values are the float
+    engine's, bit for bit) and runs each decoding step's linear layers in dynamic int8, all but the MLP's
+    down projection: a step's logits are close to the float step's, not equal."""
+    float_engine, int8_engine = CascadeEngine(tiny), CascadeEngine(tiny, "int8")
+    layer = int8_engine.step_projections[0]
+    assert isinstance(layer.fused_qkv, DynamicInt8Linear) and isinstance(layer.fused_gate_up, DynamicInt8Linear)
+    assert layer.fused_down is None and isinstance(int8_engine.step_lm_head, DynamicInt8Linear)
+    prompts = [list(range(40, 60)), list(range(70, 82))]
+    float_state, float_logits = float_engine.prefill(prompts, 0)
+    int8_state, int8_logits = int8_engine.prefill(prompts, 0)
+    assert torch.equal(float_logits, int8_logits)
+    tokens = torch.tensor([[5], [6]])
+    steps = [CascadeStepper(engine, state).step(tokens[:, 0]) for engine, state in
+             ((float_engine, float_state), (int8_engine, int8_state))]
+    assert not torch.equal(*steps)
+    for float_step, int8_step in zip(*steps, strict=True):
+        assert torch.nn.functional.cosine_similarity(float_step, int8_step, dim=0) > 0.99
+        assert float_step.argmax() == int8_step.argmax()
+
+
+def test_int8_is_refused_where_the_engine_cannot_run_it(tiny):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from criticrm.errors import ConfigError
+    from criticrm.generation.factory import GeneratorConfig
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0)).eval()
+    with pytest.raises(ConfigError, match="quantize: int8 needs the cascade engine, which does not run gpt2"):
+        HFGenerator(gpt2, load_tokenizer(None), "gpt2-tiny", quantize="int8")
+    with pytest.raises(ConfigError, match="quantize: int8 is a setting of backend huggingface"):
+        GeneratorConfig(backend="openai", base_url="http://127.0.0.1:9", quantize="int8")
+    with pytest.raises(ConfigError, match="quantize must be one of none, int8, got 'int4'"):
+        GeneratorConfig(quantize="int4")

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from criticrm.generation.projections import LayerProjections, Quantize, fused_linear
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 PREFILL_CHUNK = 256  # tokens per row per forward while reading prompts: bounds the score tensor
 MASKED = -1e30  # a finite "minus infinity": a fully masked query (left padding) stays finite, never NaN
@@ -99,6 +101,10 @@ class CascadeEngine:
     """Forward passes of one causal LM over `BatchState`s (see the module docstring)."""
 
     model: torch.nn.Module
+    # "int8": decoding steps run their linear layers in dynamic int8 (`projections`; CPU only). Prompts
+    # are still read in float, so every cached key and value of a prompt is exact; only the tokens a
+    # step samples from are approximate.
+    quantize: Quantize = "none"
     _shared: dict[tuple[int, ...], _Level] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -109,8 +115,13 @@ class CascadeEngine:
         self.groups = self.heads // self.kv_heads
         self.scaling = self.head_dim ** -0.5
         self.inner = self.model.model
-        self.projections = [_LayerProjections.of(layer) for layer in self.inner.layers]
-        self.lm_head = _PackedLinear.of([self.model.lm_head])
+        self.projections = [LayerProjections.of(layer) for layer in self.inner.layers]
+        self.lm_head = fused_linear([self.model.lm_head])
+        if self.quantize == "none":
+            self.step_projections, self.step_lm_head = self.projections, self.lm_head
+        else:
+            self.step_projections = [LayerProjections.of(layer, self.quantize) for layer in self.inner.layers]
+            self.step_lm_head = fused_linear([self.model.lm_head], self.quantize)
 
     @property
     def device(self) -> torch.device:
@@ -219,8 +230,10 @@ class CascadeEngine:
 
     # ---- forward --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden) if self.lm_head is not None else self.model.lm_head(hidden)
+    def logits(self, hidden: torch.Tensor, step: bool = False) -> torch.Tensor:
+        """The LM head over `hidden`; `step`: a decoding step's (the `quantize` setting's head)."""
+        head = self.step_lm_head if step else self.lm_head
+        return head(hidden) if head is not None else self.model.lm_head(hidden)
 
     def _extend_chunked(self, state: BatchState, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """`extend` in chunks of PREFILL_CHUNK tokens; returns the last chunk's hidden states."""
@@ -230,9 +243,11 @@ class CascadeEngine:
         return hidden
 
     @torch.inference_mode()
-    def extend(self, state: BatchState, ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def extend(self, state: BatchState, ids: torch.Tensor, valid: torch.Tensor | None = None,
+               step: bool = False) -> torch.Tensor:
         """Run tokens `ids` (rows, T) after each row's current tokens; returns the final-norm hidden states
-        (rows, T, hidden). `valid` marks real tokens (False: left padding, never attended to)."""
+        (rows, T, hidden). `valid` marks real tokens (False: left padding, never attended to); `step`: a
+        decoding step (its linear layers as `quantize` says)."""
         rows, width = ids.shape
         valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
         positions = state.next_position[:, None] + valid.long().cumsum(1) - 1
@@ -247,9 +262,10 @@ class CascadeEngine:
         hidden = self.inner.embed_tokens(ids)
         cos, sin = self.inner.rotary_emb(hidden, positions.clamp(min=0))
         cos, sin = cos[:, :, None], sin[:, :, None]  # broadcast over heads in the (rows, T, heads, dim) layout
+        layer_projections = self.step_projections if step else self.projections
         for index, layer in enumerate(self.inner.layers):
             normed = layer.input_layernorm(hidden)
-            projections = self.projections[index]
+            projections = layer_projections[index]
             query, key, value = projections.qkv(normed)
             query = _rotate(query.view(rows, width, self.heads, self.head_dim), cos, sin)
             key = _rotate(key.view(rows, width, self.kv_heads, self.head_dim), cos, sin)
@@ -402,84 +418,6 @@ def length_groups(lengths: list[int], slack: float = 1.25, max_tokens: int = 409
     return groups
 
 
-class _PackedLinear:
-    """One or several linear layers as one matmul over weights prepacked for oneDNN (CPU, bf16).
-
-    `F.linear` on a bf16 CPU tensor reorders the weight into oneDNN's blocked layout at every call; for
-    the small batches of decoding that reorder is a third of the matmul's time. Prepacked (what
-    torch.compile's CPU backend does with frozen weights) the result is ~30-40% faster at decoding's 32-64
-    rows and 5-20% up to 512 (the default model's projection shapes, Zen 4, 2026-12-07); larger inputs (prefill
-    chunks) use the plain weight, where packing stops paying.
-    Several layers reading the same input (q/k/v, gate/up) become one matmul, split afterwards.
-    The weights are a snapshot: an engine is built for a model whose weights no longer change.
-    """
-
-    PACKED_ROWS = 512
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, sizes: list[int]):
-        self.weight, self.bias, self.sizes = weight, bias, sizes
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 32)
-
-    @classmethod
-    def of(cls, layers: list) -> _PackedLinear | None:
-        """The packed form of plain `nn.Linear` layers with bf16 CPU weights; None where it does not apply
-        (another dtype or device, or a wrapped layer such as a LoRA adapter's)."""
-        if not all(type(layer) is torch.nn.Linear for layer in layers):
-            return None
-        weights = [layer.weight for layer in layers]
-        if any(w.dtype != torch.bfloat16 or w.device.type != "cpu" for w in weights) or not torch.backends.mkldnn.is_available():
-            return None
-        biases = [layer.bias for layer in layers]
-        bias = None if all(b is None for b in biases) else torch.cat(
-            [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]).detach()
-        return cls(torch.cat(weights).detach(), bias, [w.shape[0] for w in weights])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] <= self.PACKED_ROWS:
-            out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
-        else:
-            out = torch.nn.functional.linear(flat, self.weight, self.bias)
-        out = out.view(*x.shape[:-1], -1)
-        return out if len(self.sizes) == 1 else out.split(self.sizes, dim=-1)
-
-
-@dataclass
-class _LayerProjections:
-    """A decoder layer's q/k/v, output and MLP projections: packed and fused where `_PackedLinear` applies,
-    the layer's own modules otherwise."""
-
-    layer: torch.nn.Module
-    packed_qkv: _PackedLinear | None
-    packed_output: _PackedLinear | None
-    packed_gate_up: _PackedLinear | None
-    packed_down: _PackedLinear | None
-
-    @classmethod
-    def of(cls, layer) -> _LayerProjections:
-        attention, mlp = layer.self_attn, layer.mlp
-        fusable = all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
-        return cls(layer, _PackedLinear.of([attention.q_proj, attention.k_proj, attention.v_proj]),
-                   _PackedLinear.of([attention.o_proj]),
-                   _PackedLinear.of([mlp.gate_proj, mlp.up_proj]) if fusable else None,
-                   _PackedLinear.of([mlp.down_proj]) if fusable else None)
-
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.packed_qkv is not None:
-            return self.packed_qkv(x)
-        attention = self.layer.self_attn
-        return attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
-
-    def output(self, x: torch.Tensor) -> torch.Tensor:
-        return self.packed_output(x) if self.packed_output is not None else self.layer.self_attn.o_proj(x)
-
-    def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed_gate_up is None or self.packed_down is None:
-            return self.layer.mlp(x)
-        gate, up = self.packed_gate_up(x)
-        return self.packed_down(self.layer.mlp.act_fn(gate) * up)
-
-
 class CascadeStepper:
     """`decoding.Stepper` over the engine: one token per row per step.
 
@@ -494,7 +432,8 @@ class CascadeStepper:
         self._left: list[tuple[torch.Tensor, _Level]] = []  # (original rows, their keys/values) of dropped rows
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.engine.logits(self.engine.extend(self.state, tokens[:, None])[:, -1]).float()
+        hidden = self.engine.extend(self.state, tokens[:, None], step=True)[:, -1]
+        return self.engine.logits(hidden, step=True).float()
 
     def drop_rows(self, keep: torch.Tensor) -> None:
         dropped = torch.ones(len(self.origin), dtype=torch.bool, device=keep.device)

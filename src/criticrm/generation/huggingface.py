@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from criticrm.errors import ConfigError
 from criticrm.generation.base import (
     Completion,
     Messages,
@@ -46,6 +47,7 @@ from criticrm.generation.cascade import (
     supports,
 )
 from criticrm.generation.decoding import HFStepper, cache_keyword, sample_tokens
+from criticrm.generation.projections import Quantize
 from criticrm.prompts.scores import ScoreTokens, expected_score
 
 MIN_SHARED_PREFIX = 16  # below this, sharing a prefix saves less than its bookkeeping costs
@@ -58,7 +60,10 @@ ReadAfter = Callable[[int, list[int], str], "list[int] | None"]
 class HFGenerator:
     backend = "huggingface"
 
-    def __init__(self, model, tokenizer, model_name: str, batch_size: int = 32):
+    def __init__(self, model, tokenizer, model_name: str, batch_size: int = 32, quantize: Quantize = "none"):
+        if quantize != "none" and not supports(model):
+            raise ConfigError(f"quantize: {quantize} needs the cascade engine, which does not run "
+                              f"{getattr(model.config, 'model_type', type(model).__name__)} models; use quantize: none")
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -68,7 +73,7 @@ class HFGenerator:
         self._score_tokens: dict[str, ScoreTokens] = {}
         self._prefix_caches: dict[tuple[int, ...], object] = {}
         self._cache_keyword = cache_keyword(model)
-        self.engine = CascadeEngine(model) if supports(model) else None
+        self.engine = CascadeEngine(model, quantize) if supports(model) else None
 
     @property
     def device(self) -> torch.device:
