@@ -10,20 +10,23 @@ from pathlib import Path
 
 @functools.cache
 def _cpuinfo() -> tuple[str | None, frozenset[str]]:
-    name, flags = None, frozenset()
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name is None:
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = frozenset(line.split(":", 1)[1].split())
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first core's
     except OSError:
         pass
-    return name, flags
+    name = fields.get("model name")
+    if name and "cpu family" in fields and "model" in fields:
+        # A virtual machine's name can hide the generation ("AMD EPYC" is Zen 4 or Zen 5): the family tells it.
+        name = f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name, frozenset(fields.get("flags", "").split())
 
 
 def cpu_model_name() -> str:
-    """The first core's model name, else what `platform` knows (the architecture, at least)."""
+    """The first core's model name with its family and model numbers, else what `platform` knows (the
+    architecture, at least)."""
     return _cpuinfo()[0] or platform.processor() or platform.machine()
 
 

@@ -34,7 +34,7 @@ class GeneratorConfig(Config):
     concurrency: int = field(default=8, metadata={"help": "parallel requests for backend openai", "min": 1})
     timeout: float = field(default=120.0, metadata={"help": "seconds per request for backend openai", "above": 0})
     max_retries: int = field(default=4, metadata={"help": "retries with backoff per request for backend openai", "min": 0})
-    quantize: Quantize = field(default="none", metadata={"help": "backend huggingface on a CPU: int8 runs each decoding step's linear layers (all but the MLP's down projection, and the LM head) in dynamic int8, prompts still in float: ~1.5-1.8x faster critiques where bf16 is slow (an AVX2-only CPU), sampled from a slightly different distribution (BENCHMARKS.md measures it); none: exact"})
+    quantize: Quantize = field(default="none", metadata={"help": "backend huggingface on a CPU: int8 runs each decoding step's linear layers in dynamic int8 (the LM head too; not the MLP's down projection), prompts still in float: 1.3-1.8x faster critiques where bf16 is slow (an AVX2-only CPU, fp32 weights), sampled from a slightly different distribution (BENCHMARKS.md measures it); none: exact"})
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "backend vllm: share of the GPU's memory vLLM reserves (the rest stays for the reward model beside it)", "above": 0, "max": 1})
 
     def __post_init__(self):
