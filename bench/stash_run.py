@@ -8,8 +8,8 @@ hundreds of MB; a training stage is redone whole in one session) into a compress
 pipeline resumes every stage from its records (`criticrm.rundir`: settings, finished markers, appended
 records) exactly as it would have on the first machine.
 
-    python bench/stash_run.py save runs/protocol-seed1 bench/results/protocol/runs/seed1.tar.xz
-    python bench/stash_run.py restore bench/results/protocol/runs/seed1.tar.xz runs/protocol-seed1
+    python bench/stash_run.py save runs/protocol-seed1 bench/results/protocol/stash/seed1.tar.xz
+    python bench/stash_run.py restore bench/results/protocol/stash/seed1.tar.xz runs/protocol-seed1
 
 `restore` refuses to write over a run directory that already holds the stages, so it never loses work.
 """

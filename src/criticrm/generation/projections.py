@@ -177,11 +177,10 @@ class LayerProjections:
         the default model's judge prompts, against 0.008 for gate/up and 0.018 for q/k/v)."""
         attention, mlp = layer.self_attn, layer.mlp
         fusable = all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
-        down = "none" if quantize == "int8" else quantize
         return cls(layer, fused_linear([attention.q_proj, attention.k_proj, attention.v_proj], quantize),
                    fused_linear([attention.o_proj], quantize),
                    fused_linear([mlp.gate_proj, mlp.up_proj], quantize) if fusable else None,
-                   fused_linear([mlp.down_proj], down) if fusable else None)
+                   fused_linear([mlp.down_proj]) if fusable else None)  # float always
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.fused_qkv is not None:
