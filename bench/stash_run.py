@@ -11,7 +11,8 @@ records) exactly as it would have on the first machine.
     python bench/stash_run.py save runs/protocol-seed1 bench/results/protocol/stash/seed1.tar.xz
     python bench/stash_run.py restore bench/results/protocol/stash/seed1.tar.xz runs/protocol-seed1
 
-`restore` refuses to write over a run directory that already holds the stages, so it never loses work.
+Keep archives out of any folder named `runs/` (git ignores every such folder). `restore` refuses to write
+over a run directory that already holds the stages, so it never loses work.
 """
 
 from __future__ import annotations
