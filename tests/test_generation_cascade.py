@@ -218,3 +218,9 @@ def test_int8_is_refused_where_the_engine_cannot_run_it(tiny):
         GeneratorConfig(backend="openai", base_url="http://127.0.0.1:9", quantize="int8")
     with pytest.raises(ConfigError, match="quantize must be one of none, int8, got 'int4'"):
         GeneratorConfig(quantize="int4")
+    with pytest.raises(ConfigError, match="scoring reads its reward from the decoding pass"):
+        ScoringConfig(generator=GeneratorConfig(quantize="int8"))
+    from criticrm.correction.run import CorrectionConfig
+
+    with pytest.raises(ConfigError, match="correct revises with the model as it is"):
+        CorrectionConfig(generator=GeneratorConfig(quantize="int8"))

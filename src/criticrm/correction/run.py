@@ -73,6 +73,9 @@ class CorrectionConfig(Config):
         if unknown or not self.condition_list:
             raise ConfigError(f"conditions must be a comma-separated list of {', '.join(CONDITIONS)}, "
                               f"got {self.conditions!r}")
+        if self.generator.quantize != "none":  # the local revisers share the scorer's (exact) model
+            raise ConfigError(f"quantize: {self.generator.quantize} is a setting of the critique, refine and "
+                              "judge stages; correct revises with the model as it is (use quantize: none)")
         if not self.reviser.strip():
             raise ConfigError("reviser must be model, base, or a model name")
 

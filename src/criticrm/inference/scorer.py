@@ -54,6 +54,11 @@ class ScoringConfig(Config):
     def __post_init__(self):
         super().__post_init__()
         self.sampling()  # the settings every call without overrides uses must be valid themselves
+        if self.generator.quantize != "none":
+            # The reward is read from the decoding pass's own hidden states, which int8 steps would make
+            # approximate: a reward must be the trained model's, so scoring has no such setting.
+            raise ConfigError(f"quantize: {self.generator.quantize} is a critique-generation setting; scoring "
+                              "reads its reward from the decoding pass and stays exact (use quantize: none)")
 
     def sampling(self, num_critiques: int | None = None, temperature: float | None = None) -> SamplingConfig:
         """The sampling settings of one call (its overrides, else this config)."""
