@@ -59,8 +59,8 @@ from machine import describe
 
 VARIANTS = ["hf-naive-fp32-b16", "hf-shared-fp32-b32", "hf-shared-bf16-b32", "cascade-fp32-b32", "cascade-bf16-b32",
             "cascade-fp32-int8-b32", "cascade-bf16-b64", "cascade-bf16-b128", "cascade-bf16-b32+score",
-            "llamacpp-server", "llama-server-q4_1-np32", "llama-server-q8_0-np32", "llama-server-bf16-np32", "llama-server-q8_0-np4",
-            "ct2-int8-b32", "ct2-float32-b32", "ct2-int8-b8"]
+            "llamacpp-server", "llama-server-q4_1-np32", "llama-server-q8_0-np32", "llama-server-bf16-np32",
+            "llama-server-q8_0-np4", "ct2-int8-b32", "ct2-float32-b32", "ct2-int8-b8"]
 # Every engine takes any batch size (slot count): tuning is a sweep, not a fixed list.
 SWEEP_PATTERN = re.compile(r"(hf-shared-(fp32|bf16)|cascade-(fp32|bf16)(-int8)?)-b[1-9][0-9]*(\+score)?"
                            r"|llama-server-(q4_1|q8_0|bf16)-np[1-9][0-9]*|ct2-(int8|float32)-b[1-9][0-9]*")

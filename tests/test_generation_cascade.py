@@ -208,6 +208,7 @@ def test_int8_steps_are_close_and_prompts_stay_exact(tiny):
 def test_int8_is_refused_where_the_engine_cannot_run_it(tiny):
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from criticrm.correction.run import CorrectionConfig
     from criticrm.errors import ConfigError
     from criticrm.generation.factory import GeneratorConfig
 
@@ -220,7 +221,5 @@ def test_int8_is_refused_where_the_engine_cannot_run_it(tiny):
         GeneratorConfig(quantize="int4")
     with pytest.raises(ConfigError, match="scoring reads its reward from the decoding pass"):
         ScoringConfig(generator=GeneratorConfig(quantize="int8"))
-    from criticrm.correction.run import CorrectionConfig
-
     with pytest.raises(ConfigError, match="correct revises with the model as it is"):
         CorrectionConfig(generator=GeneratorConfig(quantize="int8"))
